@@ -1,0 +1,45 @@
+"""Composition root of the command service: settings, event store, routes, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from command_api import errors, routes
+from events import EventStore
+from infra.http.app import create_service_app
+from infra.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = await EventStore.connect(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        try:
+            yield
+        finally:
+            await app.state.store.close()
+
+    async def health() -> tuple[bool, dict[str, Any]]:
+        try:
+            await app.state.store.pool.fetchval("SELECT 1")
+        except Exception as error:
+            return False, {"event_store": f"down: {error}"}
+        return True, {"event_store": "up", "instance": settings.instance}
+
+    app = create_service_app(
+        service="command_api",
+        lifespan=lifespan,
+        health=health,
+        jwt_secret=settings.jwt_secret,
+        jwt_audience=settings.jwt_audience,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(routes.router)
+    return app

@@ -1,0 +1,12 @@
+"""The relay: tails the event store in commit order and publishes ordered batches to RabbitMQ.
+
+Commands never publish (no dual write); the relay is the only path from store to broker. It
+saves its checkpoint after each confirmed publish, so a crash repeats at most one batch, which
+consumers skip by checkpoint. One relay leads at a time (a PostgreSQL advisory lock held on a
+dedicated connection); the others wait as standbys and take over when the leader's session ends.
+"""
+
+from events.relay.publisher import BatchPublisher, RabbitBatchPublisher
+from events.relay.tail import Relay
+
+__all__ = ["BatchPublisher", "RabbitBatchPublisher", "Relay"]

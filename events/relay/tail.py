@@ -1,0 +1,140 @@
+"""The relay loop: leadership, commit-order tailing, adaptive wake-ups, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+
+from events.model import ORIGIN, Checkpoint
+from events.store import APPENDED_CHANNEL
+
+if TYPE_CHECKING:
+    from events.relay.publisher import BatchPublisher
+    from events.store import EventStore
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = Counter("cloudnet_relay_published_events_total", "Events published to the broker.")
+BATCHES = Counter("cloudnet_relay_published_batches_total", "Batches published to the broker.")
+PUBLISH_SECONDS = Histogram(
+    "cloudnet_relay_publish_seconds",
+    "Time to publish one batch until the broker confirmed it.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LEADER = Gauge("cloudnet_relay_leader", "1 while this relay holds leadership, else 0.")
+CHECKPOINT_POSITION = Gauge(
+    "cloudnet_relay_checkpoint_position", "Position of the last event the relay published."
+)
+LAG_SECONDS = Gauge(
+    "cloudnet_relay_lag_seconds", "Age of the newest published event when it was published."
+)
+FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed and were retried.")
+
+
+class Relay:
+    """Publishes every committed event exactly in commit order, at least once."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: BatchPublisher,
+        *,
+        leader_dsn: str,
+        name: str = "default",
+        batch_size: int = 500,
+        idle_poll_max: float = 0.1,
+    ) -> None:
+        self.store, self.publisher, self.name = store, publisher, name
+        self.leader_dsn = leader_dsn
+        self.batch_size, self.idle_poll_max = batch_size, idle_poll_max
+        self.is_leader = False
+        self.checkpoint = ORIGIN
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Lead when possible, wait as a standby otherwise; survives store and broker outages."""
+        while True:
+            try:
+                await self._lead_when_possible()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                FAILURES.inc()
+                log.exception("relay pass failed; retrying")
+            finally:
+                self._set_leader(False)
+            await asyncio.sleep(1.0)
+
+    async def _lead_when_possible(self) -> None:
+        # Leadership lives in its own session: when this process dies, PostgreSQL ends the
+        # session, the lock is released and a standby blocked on it takes over at once.
+        connection = await asyncpg.connect(self.leader_dsn)
+        try:
+            await connection.execute(
+                "SELECT pg_advisory_lock(hashtext('cloudnet-relay'), hashtext($1))", self.name
+            )
+            self._set_leader(True)
+            await connection.add_listener(APPENDED_CHANNEL, self._on_appended)
+            log.info("relay %s leads", self.name)
+            await self._tail(connection)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.remove_listener(APPENDED_CHANNEL, self._on_appended)
+            connection.terminate()
+
+    async def _tail(self, leader: asyncpg.Connection) -> None:
+        self.checkpoint = await self._load_checkpoint()
+        idle = 0.001
+        while not leader.is_closed():
+            batch = await self.store.read_all(after=self.checkpoint, limit=self.batch_size)
+            if batch:
+                await self._publish(batch)
+                idle = 0.001
+                if len(batch) == self.batch_size:
+                    continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle)
+            # A wake-up can precede the horizon passing the new events: poll fast, then back off.
+            idle = 0.001 if self._wake.is_set() else min(idle * 2, self.idle_poll_max)
+
+    async def _publish(self, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        await self.publisher.publish(batch, previous=self.checkpoint)
+        PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        last = batch[-1]
+        await self._save_checkpoint(last.checkpoint)
+        self.checkpoint = last.checkpoint
+        PUBLISHED.inc(len(batch))
+        BATCHES.inc()
+        CHECKPOINT_POSITION.set(last.position)
+        LAG_SECONDS.set(max(0.0, time.time() - last.recorded_at.timestamp()))
+
+    def _on_appended(self, *_: object) -> None:
+        self._wake.set()
+
+    def _set_leader(self, leader: bool) -> None:
+        self.is_leader = leader
+        LEADER.set(1 if leader else 0)
+
+    async def _load_checkpoint(self) -> Checkpoint:
+        row = await self.store.pool.fetchrow(
+            "SELECT transaction_id, position FROM relay_checkpoints WHERE relay = $1", self.name
+        )
+        return Checkpoint(row["transaction_id"], row["position"]) if row else ORIGIN
+
+    async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        await self.store.pool.execute(
+            """INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2, $3)
+               ON CONFLICT (relay) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
+               position = EXCLUDED.position, updated_at = now()""",
+            self.name,
+            checkpoint.transaction_id,
+            checkpoint.position,
+        )

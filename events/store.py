@@ -1,0 +1,272 @@
+"""The PostgreSQL event store: appends with optimistic concurrency, reads in commit order.
+
+Commit order. `position` comes from an identity sequence, handed out when a row is inserted, not
+when its transaction commits, so a reader that resumes from "the highest position seen" skips an
+event whose transaction started earlier and committed later. Every row therefore records its
+writing transaction id (`xid8`), and `read_all` returns only rows whose transaction is older than
+the oldest transaction still running (`pg_snapshot_xmin(pg_current_snapshot())`), ordered by
+(transaction id, position). Everything below that horizon is final, so a checkpoint built from
+that pair never has to go backwards. No table lock is taken: appends only lock their own
+streams' rows.
+
+What a long write transaction does to readers: transaction ids are cluster-wide, so any
+transaction that holds an id (in any database of the cluster) keeps the horizon where it is;
+readers see nothing newer until it ends. Nothing in cloudnet holds one: appends are one short
+statement, replays and projectors commit per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+from events.model import (
+    ORIGIN,
+    AppendResult,
+    Checkpoint,
+    ConcurrencyError,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+)
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+#: Channel the store signals after appends, so tailing readers wake without polling hard.
+APPENDED_CHANNEL = "cloudnet_events_appended"
+
+_STREAM_STATEMENTS = {
+    "no_stream": (
+        "INSERT INTO streams (stream_id, version) VALUES ($1, $2) "
+        "ON CONFLICT (stream_id) DO NOTHING RETURNING version"
+    ),
+    "any": (
+        "INSERT INTO streams (stream_id, version) VALUES ($1, $2) ON CONFLICT (stream_id) "
+        "DO UPDATE SET version = streams.version + EXCLUDED.version RETURNING version"
+    ),
+    "exists": "UPDATE streams SET version = version + $2 WHERE stream_id = $1 RETURNING version",
+    "exact": (
+        "UPDATE streams SET version = version + $2 "
+        "WHERE stream_id = $1 AND version = $8 RETURNING version"
+    ),
+}
+
+# One statement, one round trip: move the stream's version, then insert the events after it.
+_APPEND = """
+WITH stream AS ({stream_statement}),
+new AS (
+    SELECT * FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+        WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, n)
+)
+INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, metadata,
+                    tenant_id)
+SELECT $1, stream.version - $2 + new.n, new.event_id, new.type, new.schema_version, new.data,
+       new.metadata, new.metadata ->> 'tenant_id'
+FROM stream, new
+ORDER BY new.n
+RETURNING position, stream_version
+"""
+
+_COLUMNS = (
+    "position, transaction_id, stream_id, stream_version, event_id, type, schema_version, "
+    "data, metadata, recorded_at"
+)
+
+_READ_ALL = f"""
+SELECT {_COLUMNS} FROM events
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position
+LIMIT $3
+"""
+
+_READ_STREAM = f"""
+SELECT {_COLUMNS} FROM events
+WHERE stream_id = $1 AND stream_version >= $2
+ORDER BY stream_version
+LIMIT $3
+"""
+
+
+async def init_connection(connection: asyncpg.Connection) -> None:
+    """Decode json/jsonb with orjson on every pooled connection."""
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name,
+            schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+        )
+
+
+def _stream_statement(expected: ExpectedVersion | int) -> tuple[str, int]:
+    if expected is ExpectedVersion.NO_STREAM or expected == 0:
+        return "no_stream", 0
+    if isinstance(expected, ExpectedVersion):
+        return expected.value, 0
+    if expected < 0:
+        raise ValueError(f"expected version must be >= 0, got {expected}")
+    return "exact", expected
+
+
+def _append_arguments(
+    stream_id: str, events: Sequence[NewEvent], expected: ExpectedVersion | int
+) -> tuple[str, list[Any]]:
+    if not events:
+        raise ValueError("append needs at least one event")
+    kind, exact = _stream_statement(expected)
+    query = _APPEND.format(stream_statement=_STREAM_STATEMENTS[kind])
+    arguments: list[Any] = [
+        stream_id,
+        len(events),
+        [event.event_id or uuid.uuid4() for event in events],
+        [event.type for event in events],
+        [event.schema_version for event in events],
+        [event.data for event in events],
+        [event.metadata for event in events],
+    ]
+    if kind == "exact":
+        arguments.append(exact)
+    return query, arguments
+
+
+def record_from_row(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        checkpoint=Checkpoint(row["transaction_id"], row["position"]),
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        event_id=row["event_id"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        data=row["data"],
+        metadata=row["metadata"],
+        recorded_at=row["recorded_at"],
+    )
+
+
+class EventStore:
+    """An event store over one asyncpg pool. Create with `await EventStore.connect(dsn)`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._signal_task: asyncio.Task[None] | None = None
+        self._signal_again = False
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> EventStore:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=init_connection
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        if self._signal_task is not None:
+            await asyncio.gather(self._signal_task, return_exceptions=True)
+        await self.pool.close()
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion | int = ExpectedVersion.ANY,
+    ) -> AppendResult:
+        """Append `events` to one stream if it is at `expected_version`, atomically.
+
+        Raises `ConcurrencyError` when it is not; nothing is written then.
+        """
+        async with self.pool.acquire() as connection:
+            result = await self._append_on(connection, stream_id, events, expected_version)
+        self._signal_appended()
+        return result
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Sequence[NewEvent], ExpectedVersion | int]]
+    ) -> list[AppendResult]:
+        """Append to several streams in one transaction: every expectation holds, or nothing
+        is written and `ConcurrencyError` names the first stream that failed."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            results = await self.append_many_on(connection, appends)
+        self._signal_appended()
+        return results
+
+    async def append_many_on(
+        self,
+        connection: asyncpg.Connection | PoolConnectionProxy[Any],
+        appends: Iterable[tuple[str, Sequence[NewEvent], ExpectedVersion | int]],
+    ) -> list[AppendResult]:
+        """`append_many` inside a transaction the caller owns (e.g. with an idempotency
+        record); the caller commits and then calls `signal_appended`."""
+        return [
+            await self._append_on(connection, stream_id, events, expected)
+            for stream_id, events, expected in appends
+        ]
+
+    async def _append_on(
+        self,
+        connection: asyncpg.Connection | PoolConnectionProxy[Any],
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected: ExpectedVersion | int,
+    ) -> AppendResult:
+        query, arguments = _append_arguments(stream_id, events, expected)
+        rows = await connection.fetch(query, *arguments)
+        if not rows:
+            raise ConcurrencyError(stream_id, expected)
+        last = rows[-1]
+        return AppendResult(stream_version=last["stream_version"], position=last["position"])
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 0, *, page_size: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events with `stream_version >= from_version`, oldest first."""
+        next_version = from_version
+        while True:
+            rows = await self.pool.fetch(_READ_STREAM, stream_id, next_version, page_size)
+            for row in rows:
+                yield record_from_row(row)
+            if len(rows) < page_size:
+                return
+            next_version = rows[-1]["stream_version"] + 1
+
+    async def read_all(
+        self, after: Checkpoint | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Up to `limit` committed events after `after`, in commit order; never skips one."""
+        start = after or ORIGIN
+        rows = await self.pool.fetch(_READ_ALL, start.transaction_id, start.position, limit)
+        return [record_from_row(row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version; 0 when it does not exist."""
+        version = await self.pool.fetchval(
+            "SELECT version FROM streams WHERE stream_id = $1", stream_id
+        )
+        return int(version or 0)
+
+    def signal_appended(self) -> None:
+        """Wake tailing readers (the relay) after a commit the caller made itself."""
+        self._signal_appended()
+
+    def _signal_appended(self) -> None:
+        # NOTIFY inside the append transaction would serialise every commit in the cluster on
+        # the notification queue lock; one coalesced NOTIFY after commit costs appends nothing.
+        if self._signal_task is not None and not self._signal_task.done():
+            self._signal_again = True
+            return
+        self._signal_task = asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        self._signal_again = True
+        while self._signal_again:
+            self._signal_again = False
+            try:
+                await self.pool.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
+            except (asyncpg.PostgresError, OSError):
+                return  # readers poll as well; a lost wake-up only costs latency

@@ -1,0 +1,1 @@
+"""What every cloudnet HTTP service shares: middleware, problem handlers, health and metrics."""

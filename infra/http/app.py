@@ -1,0 +1,105 @@
+"""The FastAPI application every cloudnet HTTP service is built on: one place that renders
+errors as problems, serves `/health` and `/metrics`, and installs the middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from infra.http.json import JsonAnswer
+from infra.http.middleware import BearerAuth, RequestContext, WriteBodyGuard
+from infra.problems import MalformedJson, Problem, ValidationFailed, problem_response, render
+
+log = logging.getLogger(__name__)
+
+#: Answers (ready, detail); the service is ready when every dependency it needs answers.
+HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+def create_service_app(
+    *,
+    service: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    health: HealthCheck,
+    jwt_secret: str,
+    jwt_audience: str = "cloudnet",
+    version: str = "1.0.0",
+) -> FastAPI:
+    app = FastAPI(
+        title=f"cloudnet {service}",
+        version=version,
+        lifespan=lifespan,
+        default_response_class=JsonAnswer,
+    )
+    # Outermost last: request id and metrics, then auth, then the body guard.
+    app.add_middleware(WriteBodyGuard)
+    app.add_middleware(BearerAuth, secret=jwt_secret, audience=jwt_audience)
+    app.add_middleware(RequestContext, service=service)
+    _install_problem_handlers(app)
+
+    @app.get("/health", include_in_schema=False)
+    async def health_endpoint() -> Response:
+        ready, detail = await health()
+        body = {"status": "ok" if ready else "unavailable", "service": service, **detail}
+        return JsonAnswer(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, problem: Problem) -> Response:
+        return render(problem, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(request: Request, error: RequestValidationError) -> Response:
+        errors = error.errors()
+        if any(item.get("type") == "json_invalid" for item in errors):
+            return render(MalformedJson("the body is not valid JSON"), request.url.path)
+        details = [
+            {
+                "field": ".".join(str(part) for part in item["loc"][1:]) or "body",
+                "message": item["msg"],
+            }
+            for item in errors
+        ]
+        problem = ValidationFailed("the request has invalid or unknown fields", errors=details)
+        return render(problem, request.url.path)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, error: HTTPException) -> Response:
+        if isinstance(error.__cause__, Problem):  # raised while FastAPI read the body
+            return render(error.__cause__, request.url.path)
+        title = {404: "Not Found", 405: "Method Not Allowed"}.get(error.status_code, "Error")
+        kind = title.lower().replace(" ", "-")
+        return problem_response(
+            error.status_code,
+            title,
+            kind,
+            str(error.detail),
+            headers=error.headers,
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            500,
+            "Internal Server Error",
+            "internal-error",
+            "an unexpected error occurred",
+            instance=request.url.path,
+        )

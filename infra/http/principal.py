@@ -1,0 +1,20 @@
+"""The FastAPI dependency that hands a route the caller `BearerAuth` authenticated."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from infra.auth import Principal
+from infra.problems import NotAuthenticated
+
+
+def _principal(request: Request) -> Principal:
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise NotAuthenticated("send Authorization: Bearer <token>")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]

@@ -1,0 +1,24 @@
+"""Runs an ASGI app under uvicorn (uvloop + httptools), the way every cloudnet service does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+from infra.logs import configure_logging
+from infra.settings import Settings
+
+
+def serve(app: Any, settings: Settings, service: str) -> None:
+    configure_logging(service, settings.instance, settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # the gateway writes the access log
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,61 @@
+"""The one settings object every cloudnet process reads once, at start-up.
+
+Values come from the environment (names below) and fall back to what a local mesh started by
+`cloudnet up` uses. See https://docs.pydantic.dev/latest/concepts/pydantic_settings/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything a cloudnet process may be configured with; nothing else reads `os.environ`."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDNET_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/cloudnet",
+        validation_alias="DATABASE_URL",
+    )
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias="AMQP_URL",
+    )
+    consul_http_addr: str | None = Field(default=None, validation_alias="CONSUL_HTTP_ADDR")
+
+    jwt_secret: str = "cloudnet-local-development-secret"
+    jwt_audience: str = "cloudnet"
+
+    #: Where this process listens (each HTTP service and each worker's /health + /metrics).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Unique name of this process instance, e.g. `command-1`; used in logs and discovery.
+    instance: str = "local"
+    log_level: str = "INFO"
+
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    #: RabbitMQ topic exchange the relay publishes event batches to.
+    exchange: str = "cloudnet.events"
+    relay_batch_size: int = 500
+    relay_idle_poll_max_seconds: float = 0.1
+
+    #: How long a GET with X-Min-Position waits for the read model before answering 504.
+    min_position_timeout_seconds: float = 5.0
+
+    #: State of a local mesh started by `cloudnet up` (pids, configs, logs, own databases).
+    state_dir: Path = PROJECT_ROOT / ".cloudnet"
+    gateway_port: int = 8080
+    prometheus_port: int = 9090
+    #: First of the private ports the local launcher hands out to services and own brokers.
+    base_port: int = 18100
+    #: Requests per second the gateway lets one client address make (burst: twice as many);
+    #: beyond that it answers 429. See https://nginx.org/en/docs/http/ngx_http_limit_req_module.html
+    gateway_rate_limit: int = 1000

@@ -1,0 +1,46 @@
+"""Feeds each projection from its own durable RabbitMQ queue (FastStream).
+
+One queue per projection version, bound to the events exchange, with single active consumer:
+several projector processes may run, exactly one applies a projection at a time and the
+others take over when it dies. A message is acked only after its transaction commits.
+See https://faststream.ag2.ai/latest/rabbit/ack/
+"""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
+
+from events.cloudevents import PREVIOUS_CHECKPOINT_HEADER, decode_batch
+from events.model import Checkpoint
+from events.relay.publisher import events_exchange
+from projectors.runtime import ProjectionRunner
+
+
+def projection_queue(key: str) -> RabbitQueue:
+    return RabbitQueue(
+        f"cloudnet.projection.{key}",
+        durable=True,
+        routing_key="#",
+        arguments={"x-single-active-consumer": True},
+    )
+
+
+def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> None:
+    """Register the consumer of `runner`'s queue on `broker` (before `broker.start()`)."""
+
+    async def on_batch(body: bytes, message: RabbitMessage) -> None:
+        events = decode_batch(body)
+        if not events:
+            return
+        header = message.headers.get(PREVIOUS_CHECKPOINT_HEADER)
+        previous = Checkpoint.parse(str(header)) if header else None
+        if not await runner.apply(events, previous):
+            await runner.catch_up(until=events[-1].checkpoint)
+
+    broker.subscriber(
+        projection_queue(runner.key),
+        events_exchange(exchange),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"projection.{runner.key}",
+    )(on_batch)

@@ -1,0 +1,56 @@
+"""The networks read model: one row per network, with its subnet count, per tenant."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from events.contracts import NetworkCreated
+from events.contracts.registry import decode_recorded
+
+if TYPE_CHECKING:
+    from events import RecordedEvent
+    from projectors.projection import DbConnection
+
+
+class NetworksProjection:
+    name = "networks"
+
+    def __init__(self, version: int = 1) -> None:
+        self.version = version
+        self.table = f"rm_networks_v{version}"
+
+    def create_tables(self) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                id            uuid        PRIMARY KEY,
+                tenant_id     text        NOT NULL,
+                name          text        NOT NULL,
+                cidr          text        NOT NULL,
+                subnet_count  integer     NOT NULL DEFAULT 0,
+                created_at    timestamptz NOT NULL,
+                updated_at    timestamptz NOT NULL,
+                version       integer     NOT NULL,
+                last_position bigint      NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_tenant "
+            f"ON {self.table} (tenant_id, created_at, id)",
+        ]
+
+    def create_view(self) -> list[str]:
+        return [f"CREATE OR REPLACE VIEW rm_networks AS SELECT * FROM {self.table}"]
+
+    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+        contract = decode_recorded(event)
+        if isinstance(contract, NetworkCreated):
+            await connection.execute(
+                f"""INSERT INTO {self.table}
+                    (id, tenant_id, name, cidr, created_at, updated_at, version, last_position)
+                    VALUES ($1, $2, $3, $4, $5, $5, $6, $7)""",
+                contract.network_id,
+                event.tenant_id,
+                contract.name,
+                contract.cidr,
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            )

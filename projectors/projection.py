@@ -1,0 +1,41 @@
+"""What a read model is to the runtime: versioned tables, a view, and one handler per event.
+
+The live projector and the replay tool run the same `Projection`, each against its own
+table version, so a read model has exactly one definition.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from asyncpg import Connection
+    from asyncpg.pool import PoolConnectionProxy
+
+    from events import RecordedEvent
+
+    DbConnection = Connection | PoolConnectionProxy[Any]
+
+
+class Projection(Protocol):
+    """A read model built from events. `name` is the plain (view) name without `rm_`."""
+
+    name: str
+    version: int
+
+    def create_tables(self) -> list[str]:
+        """DDL for this version's tables (idempotent: `IF NOT EXISTS`)."""
+        ...
+
+    def create_view(self) -> list[str]:
+        """DDL that points the plain-named view(s) at this version's tables."""
+        ...
+
+    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+        """Apply one event inside the caller's transaction; unknown types are ignored."""
+        ...
+
+
+def checkpoint_key(projection: Projection) -> str:
+    """The checkpoint row of one version of a projection, e.g. `networks_v1`."""
+    return f"{projection.name}_v{projection.version}"

@@ -1,0 +1,57 @@
+"""Composition root of the query service: settings, read-model pool, routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from events.store import init_connection
+from infra import problems
+from infra.http.app import create_service_app
+from infra.settings import Settings
+from query_api import routes
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            init=init_connection,
+        )
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    async def health() -> tuple[bool, dict[str, Any]]:
+        try:
+            await app.state.pool.fetchval("SELECT 1")
+        except Exception as error:
+            return False, {"read_models": f"down: {error}"}
+        return True, {"read_models": "up", "instance": settings.instance}
+
+    app = create_service_app(
+        service="query_api",
+        lifespan=lifespan,
+        health=health,
+        jwt_secret=settings.jwt_secret,
+        jwt_audience=settings.jwt_audience,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(OSError)
+    async def on_database_down(request: Request, error: Exception) -> Response:
+        problem = problems.ServiceUnavailable("the read models are unreachable; retry shortly")
+        return problems.render(problem, instance=request.url.path)
+
+    app.include_router(routes.router)
+    return app
