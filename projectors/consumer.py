@@ -17,9 +17,9 @@ from events.relay.publisher import events_exchange
 from projectors.runtime import ProjectionRunner
 
 
-def projection_queue(key: str) -> RabbitQueue:
+def projection_queue(exchange: str, key: str) -> RabbitQueue:
     return RabbitQueue(
-        f"cloudnet.projection.{key}",
+        f"{exchange}.{key}",
         durable=True,
         routing_key="#",
         arguments={"x-single-active-consumer": True},
@@ -39,7 +39,7 @@ def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> 
             await runner.catch_up(until=events[-1].checkpoint)
 
     broker.subscriber(
-        projection_queue(runner.key),
+        projection_queue(exchange, runner.key),
         events_exchange(exchange),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"projection.{runner.key}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -17,7 +17,7 @@ class HttpProbe:
     """Ready when GET `url` answers with a status in `accept` (a service's /health: 200)."""
 
     url: str
-    accept: range = field(default=range(200, 300))
+    accept: range = range(200, 300)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,97 @@
+"""Integration fixtures: a fresh database on the machine's PostgreSQL and a private exchange on
+its RabbitMQ for every test session, so runs never collide and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import httpx
+import pytest
+
+from command_api.app import create_app as create_command_app
+from events import EventStore
+from infra.auth import issue_token
+from infra.database import migrate
+from infra.settings import Settings
+from query_api.app import create_app as create_query_app
+
+POSTGRES = os.environ.get("CLOUDNET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+RABBITMQ = os.environ.get("CLOUDNET_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+JWT_SECRET = "integration-test-secret-long-enough-for-hs256"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+async def database_url(run_id: str) -> AsyncIterator[str]:
+    name = f"cloudnet_test_{run_id}"
+    url = f"{POSTGRES}/{name}"
+    await migrate(url)
+    yield url
+    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, run_id: str) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        AMQP_URL=RABBITMQ,
+        jwt_secret=JWT_SECRET,
+        exchange=f"cloudnet-test-{run_id}",
+        min_position_timeout_seconds=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    store = await EventStore.connect(database_url, min_size=2, max_size=20)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def token_for() -> Callable[..., str]:
+    def make(tenant: str, scope: str = "cloud:read cloud:write") -> str:
+        return issue_token(secret=JWT_SECRET, tenant=tenant, scopes=scope.split())
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def command_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The command service in-process (its real lifespan and event store), over ASGI."""
+    app = create_command_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://command") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def query_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_query_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
+            yield client
