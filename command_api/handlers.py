@@ -71,7 +71,10 @@ NETWORK: Aggregate[network.Network, network.NetworkCommand] = Aggregate(
 
 
 async def load(
-    store: EventStore, stream_id: str, aggregate: Aggregate[S, Any], tenant_id: str
+    store: EventStore,
+    stream_id: str,
+    evolve: Callable[[S | None, DomainEvent], S | None],
+    tenant_id: str,
 ) -> tuple[S | None, int]:
     """The aggregate's state and version; another tenant's stream looks like no stream."""
     state: S | None = None
@@ -81,7 +84,7 @@ async def load(
             raise NotFound(f"{stream_id} does not exist")
         event = decode_recorded(recorded)
         if isinstance(event, DomainEvent):
-            state = aggregate.evolve(state, event)
+            state = evolve(state, event)
         version = recorded.stream_version
     return state, version
 
@@ -95,7 +98,7 @@ async def execute(
     context: CommandContext,
 ) -> CommandResult:
     for attempt in range(MAX_ATTEMPTS):
-        state, version = await load(store, stream_id, aggregate, context.tenant_id)
+        state, version = await load(store, stream_id, aggregate.evolve, context.tenant_id)
         events = aggregate.decide(state, command)
         metadata = context.metadata()
         try:

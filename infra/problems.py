@@ -3,6 +3,7 @@ renders them as `application/problem+json`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -87,7 +88,7 @@ def problem_response(
     detail: str,
     *,
     errors: list[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     instance: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {

@@ -6,7 +6,7 @@ table version, so a read model has exactly one definition.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from asyncpg import Connection
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from events import RecordedEvent
 
-    DbConnection = Connection | PoolConnectionProxy[Any]
+    DbConnection: TypeAlias = Connection | PoolConnectionProxy[Any]
 
 
 class Projection(Protocol):
