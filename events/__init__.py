@@ -1,7 +1,7 @@
 """The cloudnet event store: append with optimistic concurrency, read in commit order.
 
 Public API (DESIGN §5): `EventStore`, `NewEvent`, `RecordedEvent`, `ExpectedVersion`,
-`ConcurrencyError`, `Checkpoint`, `AppendResult`.
+`ConcurrencyError`, `Checkpoint`, `AppendResult`, plus idempotency records and snapshots.
 """
 
 from events.model import (
@@ -10,8 +10,11 @@ from events.model import (
     Checkpoint,
     ConcurrencyError,
     ExpectedVersion,
+    IdempotencyKeyReused,
+    IdempotencyRecord,
     NewEvent,
     RecordedEvent,
+    Snapshot,
 )
 from events.store import EventStore
 
@@ -22,6 +25,9 @@ __all__ = [
     "ConcurrencyError",
     "EventStore",
     "ExpectedVersion",
+    "IdempotencyKeyReused",
+    "IdempotencyRecord",
     "NewEvent",
     "RecordedEvent",
+    "Snapshot",
 ]

@@ -89,3 +89,32 @@ class AppendResult:
 
     stream_version: int
     position: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A command's answer kept under the client's `Idempotency-Key` (per tenant, 24 h)."""
+
+    tenant_id: str
+    key: str
+    request_hash: str
+    status: int
+    answer: dict[str, Any]
+
+
+class IdempotencyKeyReused(Exception):
+    """Another request already committed under this key; `record` is its stored answer."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        super().__init__(f"idempotency key {record.key!r} was already used")
+        self.record = record
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's folded state at a stream version; a cache, never the source of truth."""
+
+    stream_id: str
+    stream_version: int
+    schema_version: int
+    state: dict[str, Any]

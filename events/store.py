@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -31,12 +31,18 @@ from events.model import (
     Checkpoint,
     ConcurrencyError,
     ExpectedVersion,
+    IdempotencyKeyReused,
+    IdempotencyRecord,
     NewEvent,
     RecordedEvent,
+    Snapshot,
 )
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
+
+#: Builds the stored answer of an idempotent command from its append results.
+AnswerFor = Callable[[list[AppendResult]], tuple[int, dict[str, Any]]]
 
 #: Channel the store signals after appends, so tailing readers wake without polling hard.
 APPENDED_CHANNEL = "cloudnet_events_appended"
@@ -84,6 +90,22 @@ WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY transaction_id, position
 LIMIT $3
+"""
+
+# Keys are kept 24 h; an expired key is taken over as if it were new.
+_SAVE_IDEMPOTENCY = """
+INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, answer)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,
+        answer = EXCLUDED.answer, created_at = now()
+    WHERE idempotency_keys.created_at < now() - interval '24 hours'
+RETURNING 1
+"""
+
+_FIND_IDEMPOTENCY = """
+SELECT tenant_id, key, request_hash, status, answer FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'
 """
 
 _READ_STREAM = f"""
@@ -187,14 +209,64 @@ class EventStore:
         return result
 
     async def append_many(
-        self, appends: Iterable[tuple[str, Sequence[NewEvent], ExpectedVersion | int]]
+        self,
+        appends: Iterable[tuple[str, Sequence[NewEvent], ExpectedVersion | int]],
+        *,
+        idempotency: tuple[str, str, str] | None = None,
+        answer: AnswerFor | None = None,
     ) -> list[AppendResult]:
         """Append to several streams in one transaction: every expectation holds, or nothing
-        is written and `ConcurrencyError` names the first stream that failed."""
+        is written and `ConcurrencyError` names the first stream that failed.
+
+        With `idempotency=(tenant_id, key, request_hash)` and `answer`, the command's answer is
+        recorded in the same transaction; if another request committed that key first, nothing
+        is written and `IdempotencyKeyReused` carries the stored answer.
+        """
         async with self.pool.acquire() as connection, connection.transaction():
             results = await self.append_many_on(connection, appends)
+            if idempotency is not None and answer is not None:
+                status, body = answer(results)
+                saved = await connection.fetchval(_SAVE_IDEMPOTENCY, *idempotency, status, body)
+                if not saved:
+                    existing = await self._find_idempotency(connection, *idempotency[:2])
+                    if existing is not None:
+                        raise IdempotencyKeyReused(existing)
         self._signal_appended()
         return results
+
+    async def idempotent_answer(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+        """The answer stored under `key` for `tenant_id` in the last 24 h, if any."""
+        async with self.pool.acquire() as connection:
+            return await self._find_idempotency(connection, tenant_id, key)
+
+    async def _find_idempotency(
+        self, connection: asyncpg.Connection | PoolConnectionProxy[Any], tenant_id: str, key: str
+    ) -> IdempotencyRecord | None:
+        row = await connection.fetchrow(_FIND_IDEMPOTENCY, tenant_id, key)
+        return IdempotencyRecord(**dict(row)) if row else None
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep the newest snapshot of a stream (an older one never replaces a newer one)."""
+        await self.pool.execute(
+            """INSERT INTO snapshots (stream_id, stream_version, schema_version, state)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (stream_id) DO UPDATE SET stream_version = EXCLUDED.stream_version,
+                   schema_version = EXCLUDED.schema_version, state = EXCLUDED.state,
+                   taken_at = now()
+               WHERE snapshots.stream_version < EXCLUDED.stream_version""",
+            snapshot.stream_id,
+            snapshot.stream_version,
+            snapshot.schema_version,
+            snapshot.state,
+        )
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        row = await self.pool.fetchrow(
+            "SELECT stream_id, stream_version, schema_version, state FROM snapshots "
+            "WHERE stream_id = $1",
+            stream_id,
+        )
+        return Snapshot(**dict(row)) if row else None
 
     async def append_many_on(
         self,

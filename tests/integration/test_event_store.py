@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 
-from events import ConcurrencyError, EventStore, ExpectedVersion, NewEvent
+from events import (
+    AppendResult,
+    ConcurrencyError,
+    EventStore,
+    ExpectedVersion,
+    IdempotencyKeyReused,
+    IdempotencyRecord,
+    NewEvent,
+    Snapshot,
+)
+from events.contracts import DomainEvent, event_contract, upcaster
+from events.contracts.registry import decode_recorded
 from events.store import init_connection
 
 
@@ -150,3 +162,64 @@ async def test_reader_never_skips_an_event_that_commits_late(
             break
         await asyncio.sleep(0.02)
     assert sorted(seen) == sorted(mine)  # every event exactly once, the late one included
+
+
+async def test_idempotency_record_is_written_with_the_events_and_replayed(
+    store: EventStore,
+) -> None:
+    stream_id, key = stream(), f"key-{uuid.uuid4()}"
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+
+    def answer(results: list[AppendResult]) -> tuple[int, dict[str, object]]:
+        return 201, {"position": results[-1].position}
+
+    [result] = await store.append_many(
+        [(stream_id, [event(1)], ExpectedVersion.NO_STREAM)],
+        idempotency=(tenant, key, "hash-1"),
+        answer=answer,
+    )
+    stored = await store.idempotent_answer(tenant, key)
+    assert stored == IdempotencyRecord(tenant, key, "hash-1", 201, {"position": result.position})
+    assert await store.idempotent_answer(f"{tenant}-other", key) is None  # keys are per tenant
+    # A second request with the same key (decided before it saw the first) writes nothing.
+    with pytest.raises(IdempotencyKeyReused) as reused:
+        await store.append_many(
+            [(stream(), [event(2)], ExpectedVersion.NO_STREAM)],
+            idempotency=(tenant, key, "hash-1"),
+            answer=answer,
+        )
+    assert reused.value.record == stored
+    assert await store.stream_version(stream_id) == 1
+
+
+async def test_snapshots_keep_the_newest_state(store: EventStore) -> None:
+    stream_id = stream()
+    assert await store.load_snapshot(stream_id) is None
+    await store.save_snapshot(Snapshot(stream_id, 10, 1, {"used": [1, 2]}))
+    await store.save_snapshot(Snapshot(stream_id, 5, 1, {"used": [1]}))  # older: ignored
+    assert await store.load_snapshot(stream_id) == Snapshot(stream_id, 10, 1, {"used": [1, 2]})
+
+
+@event_contract("TestSubnetRenamed", schema_version=2)
+class SubnetRenamedV2(DomainEvent):
+    subnet_id: str
+    display_name: str
+    reason: str
+
+
+@upcaster("TestSubnetRenamed", from_version=1)
+def _rename_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {"subnet_id": data["subnet_id"], "display_name": data["name"], "reason": "unknown"}
+
+
+async def test_a_stored_v1_event_is_read_as_v2(store: EventStore) -> None:
+    stream_id = stream()
+    await store.append(
+        stream_id,
+        [NewEvent("TestSubnetRenamed", {"subnet_id": "s1", "name": "old"}, schema_version=1)],
+    )
+    [recorded] = [e async for e in store.read_stream(stream_id)]
+    assert recorded.schema_version == 1
+    assert decode_recorded(recorded) == SubnetRenamedV2(
+        subnet_id="s1", display_name="old", reason="unknown"
+    )
