@@ -42,4 +42,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(routes.internal)
     return app

@@ -1,7 +1,8 @@
-"""Command handlers: load the aggregate, decide, append with the version it was loaded at.
+"""Command handlers: load the aggregates, decide, append everything with the versions they were
+loaded at, in one transaction.
 
-A concurrency conflict means someone else wrote the stream in between: reload and decide again,
-a bounded number of times with jitter. Only a real rule violation reaches the client.
+A concurrency conflict means someone else wrote one of the streams in between: reload and decide
+again, a bounded number of times with jitter. Only a real rule violation reaches the client.
 """
 
 from __future__ import annotations
@@ -9,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from command_api.domain import network
 from command_api.domain.errors import NotFound
-from events import ConcurrencyError, EventStore
-from events.contracts import DomainEvent, to_new_event
-from events.contracts.registry import decode_recorded
+from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
+from events.contracts import DomainEvent, decode_recorded, to_new_event
+from events.model import AppendResult, IdempotencyRecord
 
 S = TypeVar("S")
-C = TypeVar("C")
 
 MAX_ATTEMPTS = 8
 
 
 class RetriesExhausted(Exception):
-    """The stream kept changing under the handler; the client may retry."""
+    """The streams kept changing under the handler; the client may retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +36,8 @@ class CommandContext:
     actor: str
     correlation_id: str
     traceparent: str | None = None
+    #: (Idempotency-Key, request hash) when the client sent a key.
+    idempotency: tuple[str, str] | None = None
 
     def metadata(self) -> dict[str, Any]:
         metadata = {
@@ -51,23 +52,35 @@ class CommandContext:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandResult:
-    id: uuid.UUID
+class Loaded:
+    """An aggregate's state with the version and last position it was loaded at."""
+
+    stream_id: str
+    state: Any
+    version: int
     position: int
-    stream_version: int
 
 
 @dataclass(frozen=True, slots=True)
-class Aggregate(Generic[S, C]):
-    """The pure functions of one aggregate, as the handler needs them."""
+class Decision:
+    """What one attempt decided: events per stream (primary stream first) and the answer."""
 
-    decide: Callable[[S | None, C], list[DomainEvent]]
-    evolve: Callable[[S | None, DomainEvent], S | None]
+    aggregate_id: uuid.UUID
+    primary: Loaded
+    appends: Sequence[tuple[Loaded, list[DomainEvent]]]
+    status: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-NETWORK: Aggregate[network.Network, network.NetworkCommand] = Aggregate(
-    network.decide, network.evolve
-)
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+    @property
+    def position(self) -> int:
+        return int(self.body["position"])
 
 
 async def load(
@@ -75,45 +88,74 @@ async def load(
     stream_id: str,
     evolve: Callable[[S | None, DomainEvent], S | None],
     tenant_id: str,
-) -> tuple[S | None, int]:
-    """The aggregate's state and version; another tenant's stream looks like no stream."""
+) -> Loaded:
+    """Fold a stream; another tenant's stream looks exactly like a missing one."""
     state: S | None = None
-    version = 0
+    version = position = 0
     async for recorded in store.read_stream(stream_id):
         if recorded.tenant_id != tenant_id:
-            raise NotFound(f"{stream_id} does not exist")
+            raise NotFound(
+                f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist"
+            )
         event = decode_recorded(recorded)
         if isinstance(event, DomainEvent):
             state = evolve(state, event)
-        version = recorded.stream_version
-    return state, version
+        version, position = recorded.stream_version, recorded.position
+    return Loaded(stream_id, state, version, position)
+
+
+def _answer(decision: Decision, primary: AppendResult | None) -> dict[str, Any]:
+    """`{id, position, stream_version}` of the primary stream (where it stood if unchanged)."""
+    return {
+        "id": str(decision.aggregate_id),
+        "position": primary.position if primary else decision.primary.position,
+        "stream_version": primary.stream_version if primary else decision.primary.version,
+        **decision.extra,
+    }
 
 
 async def execute(
-    store: EventStore,
-    aggregate: Aggregate[S, C],
-    stream_id: str,
-    aggregate_id: uuid.UUID,
-    command: C,
-    context: CommandContext,
+    store: EventStore, context: CommandContext, decide: Callable[[], Awaitable[Decision]]
 ) -> CommandResult:
+    """Run `decide` (load + pure decisions) and append its events atomically, retrying on
+    concurrency conflicts; with an idempotency key the answer is stored in the same commit."""
+    metadata = context.metadata()
     for attempt in range(MAX_ATTEMPTS):
-        state, version = await load(store, stream_id, aggregate.evolve, context.tenant_id)
-        events = aggregate.decide(state, command)
-        metadata = context.metadata()
-        try:
-            result = await store.append(
-                stream_id, [to_new_event(event, metadata) for event in events], version
+        decision = await decide()
+        appends = [
+            (
+                loaded.stream_id,
+                [to_new_event(e, metadata) for e in events],
+                loaded.version or ExpectedVersion.NO_STREAM,
             )
+            for loaded, events in decision.appends
+            if events
+        ]
+        if not appends:  # nothing changes: answer with where the aggregate already is
+            return CommandResult(decision.status, _answer(decision, None))
+        streams = [stream for stream, _, _ in appends]
+
+        def answer(
+            results: list[AppendResult], d: Decision = decision, names: list[str] = streams
+        ) -> tuple[int, dict[str, Any]]:
+            by_stream = dict(zip(names, results, strict=True))
+            return d.status, _answer(d, by_stream.get(d.primary.stream_id))
+
+        idempotency = None
+        if context.idempotency is not None:
+            idempotency = (context.tenant_id, *context.idempotency)
+        try:
+            results = await store.append_many(appends, idempotency=idempotency, answer=answer)
         except ConcurrencyError:
             await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # decorrelate racers
             continue
-        return CommandResult(aggregate_id, result.position, result.stream_version)
-    raise RetriesExhausted(f"{stream_id} changed {MAX_ATTEMPTS} times while deciding")
+        except IdempotencyKeyReused as reused:
+            return replay(reused.record)
+        status, body = answer(results)
+        return CommandResult(status, body)
+    raise RetriesExhausted(f"the aggregate changed {MAX_ATTEMPTS} times while deciding")
 
 
-async def create_network(
-    store: EventStore, command: network.CreateNetwork, context: CommandContext
-) -> CommandResult:
-    stream = network.stream_id(command.network_id)
-    return await execute(store, NETWORK, stream, command.network_id, command, context)
+def replay(record: IdempotencyRecord) -> CommandResult:
+    """The stored answer of an earlier request with the same key (checked by the caller)."""
+    return CommandResult(record.status, record.answer, replayed=True)

@@ -1,20 +1,30 @@
-"""HTTP entrypoints of the command service: parse → command → handler → answer."""
+"""HTTP entrypoints of the command service: parse → command → handler → answer.
+
+Every answer is `{id, position, stream_version}` (+ details) with `X-Event-Position`. With an
+`Idempotency-Key`, the same key and body answer the first answer again and write nothing; the
+same key with another body is refused (422).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict
+import orjson
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, StrictStr
 
-from command_api import handlers
-from command_api.domain import network
+from command_api import commands
+from command_api.handlers import CommandContext, CommandResult, replay
 from events import EventStore
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
+from infra.problems import NotFound, ValidationFailed
 
 router = APIRouter(prefix="/v1")
+internal = APIRouter(prefix="/internal", include_in_schema=False)
 
 
 class CommandAnswer(BaseModel):
@@ -23,11 +33,33 @@ class CommandAnswer(BaseModel):
     stream_version: int
 
 
-class CreateNetworkBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class InstanceAnswer(CommandAnswer):
+    state: str
+    ip: str | None = None
 
-    name: str
-    cidr: str
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkBody(Body):
+    name: StrictStr
+    cidr: StrictStr
+
+
+class RenameBody(Body):
+    name: StrictStr
+
+
+class SubnetBody(Body):
+    name: StrictStr
+    cidr: StrictStr
+
+
+class LaunchBody(Body):
+    name: StrictStr
+    subnet_id: uuid.UUID
+    size: StrictStr
 
 
 def _store(request: Request) -> EventStore:
@@ -36,33 +68,157 @@ def _store(request: Request) -> EventStore:
 
 
 Store = Annotated[EventStore, Depends(_store)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
 
 
-def _context(request: Request, principal: CurrentPrincipal) -> handlers.CommandContext:
-    return handlers.CommandContext(
+async def _context(
+    request: Request, principal: CurrentPrincipal, key: IdempotencyKey = None
+) -> CommandContext:
+    idempotency = None
+    if key is not None:
+        # Same key + same method, path and body = the same request (Stripe semantics).
+        fingerprint = hashlib.sha256(
+            f"{request.method} {request.url.path}\n".encode() + await _canonical_body(request)
+        ).hexdigest()
+        idempotency = (key, fingerprint)
+    return CommandContext(
         tenant_id=principal.tenant,
         actor=principal.subject,
         correlation_id=request.state.request_id,
         traceparent=request.headers.get("traceparent"),
+        idempotency=idempotency,
     )
 
 
-Context = Annotated[handlers.CommandContext, Depends(_context)]
+async def _canonical_body(request: Request) -> bytes:
+    raw = await request.body()
+    try:
+        return orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        return raw
 
 
-def _answer(result: handlers.CommandResult, status: int, location: str) -> JsonAnswer:
-    body = CommandAnswer(
-        id=result.id, position=result.position, stream_version=result.stream_version
+Context = Annotated[CommandContext, Depends(_context)]
+
+
+async def _run(
+    store: EventStore,
+    context: CommandContext,
+    handle: Callable[[], Awaitable[CommandResult]],
+    location: str | None = None,
+) -> JsonAnswer:
+    result = None
+    if context.idempotency is not None:
+        record = await store.idempotent_answer(context.tenant_id, context.idempotency[0])
+        result = replay(record) if record is not None else None
+        if record is not None and record.request_hash != context.idempotency[1]:
+            raise _key_reused()
+    if result is None:
+        result = await handle()
+        if result.replayed and context.idempotency is not None:
+            stored = await store.idempotent_answer(context.tenant_id, context.idempotency[0])
+            if stored is not None and stored.request_hash != context.idempotency[1]:
+                raise _key_reused()
+    headers = {"X-Event-Position": str(result.position)}
+    if location and result.status == 201:
+        headers["Location"] = f"{location}/{result.body['id']}"
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JsonAnswer(result.body, status_code=result.status, headers=headers)
+
+
+def _key_reused() -> ValidationFailed:
+    return ValidationFailed(
+        "this Idempotency-Key was used with a different request",
+        kind="idempotency-key-reused",
+        errors=[{"field": "Idempotency-Key", "message": "already used with another body"}],
     )
-    return JsonAnswer(
-        body.model_dump(mode="json"),
-        status_code=status,
-        headers={"X-Event-Position": str(result.position), "Location": location},
-    )
+
+
+def _id(value: str, kind: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{kind} {value} does not exist") from None
 
 
 @router.post("/networks", status_code=201, response_model=CommandAnswer)
-async def create_network(body: CreateNetworkBody, store: Store, context: Context) -> JsonAnswer:
-    command = network.CreateNetwork(network_id=uuid.uuid4(), name=body.name, cidr=body.cidr)
-    result = await handlers.create_network(store, command, context)
-    return _answer(result, 201, f"/v1/networks/{result.id}")
+async def create_network(body: NetworkBody, store: Store, context: Context) -> JsonAnswer:
+    return await _run(
+        store,
+        context,
+        lambda: commands.create_network(store, context, body.name, body.cidr),
+        "/v1/networks",
+    )
+
+
+@router.patch("/networks/{network_id}", response_model=CommandAnswer)
+async def rename_network(
+    network_id: str, body: RenameBody, store: Store, context: Context
+) -> JsonAnswer:
+    nid = _id(network_id, "network")
+    return await _run(
+        store, context, lambda: commands.rename_network(store, context, nid, body.name)
+    )
+
+
+@router.delete("/networks/{network_id}", response_model=CommandAnswer)
+async def delete_network(network_id: str, store: Store, context: Context) -> JsonAnswer:
+    nid = _id(network_id, "network")
+    return await _run(store, context, lambda: commands.delete_network(store, context, nid))
+
+
+@router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
+async def create_subnet(
+    network_id: str, body: SubnetBody, store: Store, context: Context
+) -> JsonAnswer:
+    nid = _id(network_id, "network")
+    return await _run(
+        store,
+        context,
+        lambda: commands.create_subnet(store, context, nid, body.name, body.cidr),
+        "/v1/subnets",
+    )
+
+
+@router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
+async def delete_subnet(subnet_id: str, store: Store, context: Context) -> JsonAnswer:
+    sid = _id(subnet_id, "subnet")
+    return await _run(store, context, lambda: commands.delete_subnet(store, context, sid))
+
+
+@router.post("/instances", status_code=201, response_model=InstanceAnswer)
+async def launch_instance(body: LaunchBody, store: Store, context: Context) -> JsonAnswer:
+    return await _run(
+        store,
+        context,
+        lambda: commands.launch_instance(store, context, body.name, body.subnet_id, body.size),
+        "/v1/instances",
+    )
+
+
+@router.post("/instances/{instance_id}/start", response_model=InstanceAnswer)
+async def start_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+    iid = _id(instance_id, "instance")
+    return await _run(store, context, lambda: commands.start_instance(store, context, iid))
+
+
+@router.post("/instances/{instance_id}/stop", response_model=InstanceAnswer)
+async def stop_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+    iid = _id(instance_id, "instance")
+    return await _run(store, context, lambda: commands.stop_instance(store, context, iid))
+
+
+@router.delete("/instances/{instance_id}", response_model=InstanceAnswer)
+async def terminate_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+    iid = _id(instance_id, "instance")
+    return await _run(store, context, lambda: commands.terminate_instance(store, context, iid))
+
+
+@internal.post("/instances/{instance_id}/running", response_model=InstanceAnswer)
+async def mark_running(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+    """The provisioner finished booting the instance (never reachable through the gateway)."""
+    iid = _id(instance_id, "instance")
+    return await _run(store, context, lambda: commands.mark_running(store, context, iid))

@@ -42,3 +42,31 @@ class NotFound(DomainError):
     """The aggregate does not exist (for this tenant)."""
 
     rule = "not-found"
+
+
+class CidrOutsideNetwork(InvalidInput):
+    rule = "cidr-outside-network"
+
+
+class InvalidSize(InvalidInput):
+    rule = "invalid-size"
+
+
+class CidrOverlap(RuleViolation):
+    rule = "cidr-overlap"
+
+
+class SubnetExhausted(RuleViolation):
+    rule = "subnet-exhausted"
+
+
+class NetworkNotEmpty(RuleViolation):
+    rule = "network-not-empty"
+
+
+class SubnetNotEmpty(RuleViolation):
+    rule = "subnet-not-empty"
+
+
+class InvalidTransition(RuleViolation):
+    rule = "invalid-transition"

@@ -114,7 +114,7 @@ class BearerAuth:
         self.app, self.secret, self.audience = app, secret, audience
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(("/v1/", "/internal/")):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
