@@ -104,11 +104,14 @@ async def load(
     return Loaded(stream_id, state, version, position)
 
 
-def _answer(decision: Decision, primary: AppendResult | None) -> dict[str, Any]:
-    """`{id, position, stream_version}` of the primary stream (where it stood if unchanged)."""
+def _answer(
+    decision: Decision, primary: AppendResult | None, results: Sequence[AppendResult] = ()
+) -> dict[str, Any]:
+    """`{id, position, stream_version}`: the primary stream's version (where it stood if
+    unchanged) and the last position the command wrote, so `X-Min-Position` covers all of it."""
     return {
         "id": str(decision.aggregate_id),
-        "position": primary.position if primary else decision.primary.position,
+        "position": max((r.position for r in results), default=decision.primary.position),
         "stream_version": primary.stream_version if primary else decision.primary.version,
         **decision.extra,
     }
@@ -139,7 +142,7 @@ async def execute(
             results: list[AppendResult], d: Decision = decision, names: list[str] = streams
         ) -> tuple[int, dict[str, Any]]:
             by_stream = dict(zip(names, results, strict=True))
-            return d.status, _answer(d, by_stream.get(d.primary.stream_id))
+            return d.status, _answer(d, by_stream.get(d.primary.stream_id), results)
 
         idempotency = None
         if context.idempotency is not None:

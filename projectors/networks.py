@@ -1,11 +1,17 @@
-"""The networks read model: one row per network, with its subnet count, per tenant."""
+"""The networks read model: one row per live network, with its subnet count, per tenant."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from events.contracts import NetworkCreated
-from events.contracts.registry import decode_recorded
+from events.contracts import (
+    NetworkCreated,
+    NetworkDeleted,
+    NetworkRenamed,
+    SubnetAttached,
+    SubnetDetached,
+    decode_recorded,
+)
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -53,4 +59,25 @@ class NetworksProjection:
                 event.recorded_at,
                 event.stream_version,
                 event.position,
+            )
+        elif isinstance(contract, NetworkDeleted):
+            await connection.execute(f"DELETE FROM {self.table} WHERE id = $1", contract.network_id)
+        elif isinstance(contract, NetworkRenamed | SubnetAttached | SubnetDetached):
+            change = {
+                NetworkRenamed: "name = $5",
+                SubnetAttached: "subnet_count = subnet_count + 1",
+                SubnetDetached: "subnet_count = subnet_count - 1",
+            }[type(contract)]
+            arguments = [
+                contract.network_id,
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            ]
+            if isinstance(contract, NetworkRenamed):
+                arguments.append(contract.name)
+            await connection.execute(
+                f"""UPDATE {self.table} SET {change}, updated_at = $2, version = $3,
+                    last_position = $4 WHERE id = $1""",
+                *arguments,
             )

@@ -1,55 +1,80 @@
-"""Read-your-writes: wait until a read model includes a given event position.
+"""Read-your-writes: wait until the read models an answer comes from include a given position.
 
 A read model includes position N when N's (transaction id, position) is at or below the
-projection's checkpoint; positions alone are not commit order (see `events.store`).
+projection's checkpoint; positions alone are not commit order (see `events.store`). Answers
+read straight from the event store (`EVENT_LOG`) include every committed event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from infra.problems import GatewayTimeout, NotFound
 
+EVENT_LOG = "events"
+
 _STATUS = """
-SELECT c.position,
+SELECT v.name, c.position,
        $2::bigint IS NOT NULL AND EXISTS (
            SELECT 1 FROM events e
            WHERE e.position = $2
              AND (e.transaction_id, e.position) <= (c.transaction_id::text::xid8, c.position)
        ) AS reached
 FROM projection_views v JOIN projection_checkpoints c ON c.projection = v.projection
-WHERE v.name = $1
+WHERE v.name = ANY($1::text[])
+"""
+
+_LOG_STATUS = """
+SELECT 'events' AS name, coalesce((SELECT max(position) FROM events), 0) AS position,
+       $1::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM events WHERE position = $1) AS reached
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
-    """How far a read model is: the position of the last event it applied."""
+    """How far the answer's read models are: the lowest of their last applied positions."""
 
     position: int
 
 
 async def read_model_freshness(
-    pool: asyncpg.Pool, read_model: str, min_position: int | None, wait_seconds: float
+    pool: asyncpg.Pool, read_models: Sequence[str], min_position: int | None, wait_seconds: float
 ) -> Freshness:
-    """The read model's position, after waiting (bounded) until it includes `min_position`."""
+    """The read models' position, after waiting (bounded) until all include `min_position`."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.002
     while True:
-        row = await pool.fetchrow(_STATUS, read_model, min_position)
-        if row is None:
-            raise NotFound(f"read model {read_model!r} is not installed; run `cloudnet migrate`")
-        if min_position is None or row["reached"]:
-            return Freshness(position=row["position"])
+        rows = await _status(pool, read_models, min_position)
+        lowest = min(row["position"] for row in rows)
+        if min_position is None or all(row["reached"] for row in rows):
+            return Freshness(position=lowest)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise GatewayTimeout(
-                f"the {read_model} read model has not reached position {min_position} "
-                f"within {wait_seconds:g} s (it is at {row['position']})"
+                f"the read model has not reached position {min_position} within "
+                f"{wait_seconds:g} s (it is at {lowest})"
             )
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.05)
+
+
+async def _status(
+    pool: asyncpg.Pool, read_models: Sequence[str], min_position: int | None
+) -> list[asyncpg.Record]:
+    views = [name for name in read_models if name != EVENT_LOG]
+    rows: list[asyncpg.Record] = []
+    if views:
+        rows = list(await pool.fetch(_STATUS, views, min_position))
+        if len(rows) != len(views):
+            missing = set(views) - {row["name"] for row in rows}
+            raise NotFound(
+                f"read models {sorted(missing)} are not installed; run `cloudnet migrate`"
+            )
+    if EVENT_LOG in read_models:
+        rows.append(await pool.fetchrow(_LOG_STATUS, min_position))
+    return rows

@@ -1,8 +1,9 @@
-"""Queries over the read models' views; every one is scoped to the caller's tenant."""
+"""Queries over the read models' views and the event log; every one is tenant-scoped."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,34 +11,37 @@ import asyncpg
 
 from query_api.pagination import decode_cursor, encode_cursor
 
-_NETWORK_COLUMNS = "id, name, cidr, subnet_count, created_at, updated_at, version"
+Page = tuple[list[dict[str, Any]], str | None]
+
+_NETWORK = "id, name, cidr, subnet_count, created_at, updated_at, version"
+_SUBNET = "id, network_id, name, cidr, total, used, free, created_at, updated_at, version"
+_INSTANCE = "id, name, subnet_id, network_id, size, ip, state, created_at, updated_at, version"
+_EVENT = (
+    "position, event_id, stream_id, stream_version, type, schema_version, data, metadata, "
+    "recorded_at"
+)
 
 
-def _network(row: asyncpg.Record) -> dict[str, Any]:
-    return dict(row)
-
-
-async def list_networks(
-    pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+async def _keyset_page(
+    pool: asyncpg.Pool,
+    select: str,
+    filters: Sequence[tuple[str, Any]],
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """One page ordered by (created_at, id); the cursor is the last row's sort key."""
+    conditions = [f"{column} = ${n}" for n, (column, _) in enumerate(filters, start=1)]
+    arguments = [value for _, value in filters]
     after = decode_cursor(cursor, 2)
-    if after is None:
-        rows = await pool.fetch(
-            f"SELECT {_NETWORK_COLUMNS} FROM rm_networks WHERE tenant_id = $1 "
-            "ORDER BY created_at, id LIMIT $2",
-            tenant_id,
-            limit + 1,
-        )
-    else:
-        rows = await pool.fetch(
-            f"SELECT {_NETWORK_COLUMNS} FROM rm_networks WHERE tenant_id = $1 "
-            "AND (created_at, id) > ($3, $4) ORDER BY created_at, id LIMIT $2",
-            tenant_id,
-            limit + 1,
-            datetime.fromisoformat(after[0]),
-            uuid.UUID(after[1]),
-        )
-    items = [_network(row) for row in rows[:limit]]
+    if after is not None:
+        conditions.append(f"(created_at, id) > (${len(arguments) + 1}, ${len(arguments) + 2})")
+        arguments += [datetime.fromisoformat(after[0]), uuid.UUID(after[1])]
+    arguments.append(limit + 1)
+    where = " AND ".join(conditions)
+    rows = await pool.fetch(
+        f"{select} WHERE {where} ORDER BY created_at, id LIMIT ${len(arguments)}", *arguments
+    )
+    items = [dict(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
@@ -45,14 +49,109 @@ async def list_networks(
     return items, next_cursor
 
 
+async def list_networks(pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: str | None) -> Page:
+    return await _keyset_page(
+        pool, f"SELECT {_NETWORK} FROM rm_networks", [("tenant_id", tenant_id)], limit, cursor
+    )
+
+
 async def get_network(
     pool: asyncpg.Pool, tenant_id: str, network_id: uuid.UUID
 ) -> dict[str, Any] | None:
     row = await pool.fetchrow(
-        f"SELECT {_NETWORK_COLUMNS} FROM rm_networks WHERE tenant_id = $1 AND id = $2",
+        f"SELECT {_NETWORK} FROM rm_networks WHERE tenant_id = $1 AND id = $2",
         tenant_id,
         network_id,
     )
     if row is None:
         return None
-    return {**_network(row), "subnets": []}
+    subnets = await pool.fetch(
+        f"SELECT {_SUBNET} FROM rm_subnets WHERE tenant_id = $1 AND network_id = $2 "
+        "ORDER BY created_at, id",
+        tenant_id,
+        network_id,
+    )
+    return {**dict(row), "subnets": [dict(subnet) for subnet in subnets]}
+
+
+async def get_subnet(
+    pool: asyncpg.Pool, tenant_id: str, subnet_id: uuid.UUID
+) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        f"SELECT {_SUBNET} FROM rm_subnets WHERE tenant_id = $1 AND id = $2", tenant_id, subnet_id
+    )
+    return dict(row) if row else None
+
+
+async def list_instances(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    filters: dict[str, Any],
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    conditions = [("tenant_id", tenant_id)] + [(k, v) for k, v in filters.items() if v is not None]
+    return await _keyset_page(
+        pool, f"SELECT {_INSTANCE} FROM rm_instances", conditions, limit, cursor
+    )
+
+
+async def get_instance(
+    pool: asyncpg.Pool, tenant_id: str, instance_id: uuid.UUID
+) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        f"SELECT {_INSTANCE} FROM rm_instances WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        instance_id,
+    )
+    return dict(row) if row else None
+
+
+async def activity(pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: str | None) -> Page:
+    """The tenant's events, newest first (straight from the event log)."""
+    before = decode_cursor(cursor, 1)
+    rows = await pool.fetch(
+        f"SELECT {_EVENT} FROM events WHERE tenant_id = $1 AND position < $2 "
+        "ORDER BY position DESC LIMIT $3",
+        tenant_id,
+        int(before[0]) if before else 2**63 - 1,
+        limit + 1,
+    )
+    items = [dict(row) for row in rows[:limit]]
+    next_cursor = encode_cursor([items[-1]["position"]]) if len(rows) > limit else None
+    return items, next_cursor
+
+
+async def stream_events(
+    pool: asyncpg.Pool, tenant_id: str, stream_id: str, limit: int, cursor: str | None
+) -> Page | None:
+    """A stream's history, oldest first; None when the tenant has no such stream."""
+    after = decode_cursor(cursor, 1)
+    rows = await pool.fetch(
+        f"SELECT {_EVENT} FROM events WHERE stream_id = $1 AND tenant_id = $2 "
+        "AND stream_version > $3 ORDER BY stream_version LIMIT $4",
+        stream_id,
+        tenant_id,
+        int(after[0]) if after else 0,
+        limit + 1,
+    )
+    if not rows and after is None:
+        return None
+    items = [dict(row) for row in rows[:limit]]
+    next_cursor = encode_cursor([items[-1]["stream_version"]]) if len(rows) > limit else None
+    return items, next_cursor
+
+
+async def network_history(
+    pool: asyncpg.Pool, tenant_id: str, network_id: uuid.UUID, as_of: int
+) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT type, schema_version, data, recorded_at, stream_version, position "
+            "FROM events WHERE stream_id = $1 AND tenant_id = $2 AND position <= $3 "
+            "ORDER BY stream_version",
+            f"network-{network_id}",
+            tenant_id,
+            as_of,
+        )
+    )

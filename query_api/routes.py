@@ -1,8 +1,11 @@
-"""HTTP entrypoints of the query service: every answer carries `X-Projection-Position`."""
+"""HTTP entrypoints of the query service. Every answer carries `X-Projection-Position` and
+honours `X-Min-Position` (read your writes, bounded wait, else 504)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import Annotated, Any
 
 import asyncpg
@@ -12,10 +15,18 @@ from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
 from infra.problems import NotFound
 from query_api import read_models
-from query_api.freshness import read_model_freshness
+from query_api.freshness import EVENT_LOG, read_model_freshness
 from query_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from query_api.time_travel import network_as_of
 
 router = APIRouter(prefix="/v1")
+
+
+class InstanceStateFilter(StrEnum):
+    pending = "pending"
+    running = "running"
+    stopped = "stopped"
+    terminated = "terminated"
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -32,14 +43,18 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 async def _answer(
-    request: Request, pool: asyncpg.Pool, read_model: str, min_position: int | None, body: Any
+    request: Request,
+    pool: asyncpg.Pool,
+    read_models_used: Sequence[str],
+    min_position: int | None,
+    read: Callable[[], Awaitable[Any]],
 ) -> JsonAnswer:
     # Freshness first, then the read: the answer is at least as new as the header says.
     settings = request.app.state.settings
     freshness = await read_model_freshness(
-        pool, read_model, min_position, settings.min_position_timeout_seconds
+        pool, read_models_used, min_position, settings.min_position_timeout_seconds
     )
-    content = await body() if callable(body) else body
+    content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
 
 
@@ -48,6 +63,17 @@ def _uuid(value: str, kind: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(f"{kind} {value} does not exist") from None
+
+
+def _found(item: dict[str, Any] | None, kind: str, item_id: str) -> dict[str, Any]:
+    if item is None:
+        raise NotFound(f"{kind} {item_id} does not exist")
+    return item
+
+
+def _page(page: read_models.Page) -> dict[str, Any]:
+    items, next_cursor = page
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/networks")
@@ -59,11 +85,10 @@ async def list_networks(
     limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> JsonAnswer:
-    async def page() -> dict[str, Any]:
-        items, next_cursor = await read_models.list_networks(pool, principal.tenant, limit, cursor)
-        return {"items": items, "next_cursor": next_cursor}
+    async def read() -> dict[str, Any]:
+        return _page(await read_models.list_networks(pool, principal.tenant, limit, cursor))
 
-    return await _answer(request, pool, "networks", min_position, page)
+    return await _answer(request, pool, ["networks"], min_position, read)
 
 
 @router.get("/networks/{network_id}")
@@ -73,11 +98,110 @@ async def get_network(
     principal: CurrentPrincipal,
     pool: Pool,
     min_position: MinPosition = None,
+    as_of: Annotated[int | None, Query(ge=0, description="A global event position")] = None,
 ) -> JsonAnswer:
-    async def one() -> dict[str, Any]:
-        found = await read_models.get_network(pool, principal.tenant, _uuid(network_id, "network"))
-        if found is None:
-            raise NotFound(f"network {network_id} does not exist")
-        return found
+    nid = _uuid(network_id, "network")
 
-    return await _answer(request, pool, "networks", min_position, one)
+    async def read() -> dict[str, Any]:
+        if as_of is not None:
+            history = await read_models.network_history(pool, principal.tenant, nid, as_of)
+            return _found(network_as_of(history), "network", network_id)
+        found = await read_models.get_network(pool, principal.tenant, nid)
+        return _found(found, "network", network_id)
+
+    used = [EVENT_LOG] if as_of is not None else ["networks", "subnets"]
+    return await _answer(request, pool, used, min_position, read)
+
+
+@router.get("/subnets/{subnet_id}")
+async def get_subnet(
+    request: Request,
+    subnet_id: str,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    min_position: MinPosition = None,
+) -> JsonAnswer:
+    sid = _uuid(subnet_id, "subnet")
+
+    async def read() -> dict[str, Any]:
+        return _found(
+            await read_models.get_subnet(pool, principal.tenant, sid), "subnet", subnet_id
+        )
+
+    return await _answer(request, pool, ["subnets"], min_position, read)
+
+
+@router.get("/instances")
+async def list_instances(
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    min_position: MinPosition = None,
+    state: InstanceStateFilter | None = None,
+    network_id: uuid.UUID | None = None,
+    subnet_id: uuid.UUID | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> JsonAnswer:
+    filters = {
+        "state": state.value if state else None,
+        "network_id": network_id,
+        "subnet_id": subnet_id,
+    }
+
+    async def read() -> dict[str, Any]:
+        page = await read_models.list_instances(pool, principal.tenant, filters, limit, cursor)
+        return _page(page)
+
+    return await _answer(request, pool, ["instances"], min_position, read)
+
+
+@router.get("/instances/{instance_id}")
+async def get_instance(
+    request: Request,
+    instance_id: str,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    min_position: MinPosition = None,
+) -> JsonAnswer:
+    iid = _uuid(instance_id, "instance")
+
+    async def read() -> dict[str, Any]:
+        found = await read_models.get_instance(pool, principal.tenant, iid)
+        return _found(found, "instance", instance_id)
+
+    return await _answer(request, pool, ["instances"], min_position, read)
+
+
+@router.get("/activity")
+async def activity(
+    request: Request,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    min_position: MinPosition = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> JsonAnswer:
+    async def read() -> dict[str, Any]:
+        return _page(await read_models.activity(pool, principal.tenant, limit, cursor))
+
+    return await _answer(request, pool, [EVENT_LOG], min_position, read)
+
+
+@router.get("/streams/{stream_id}/events")
+async def stream_events(
+    request: Request,
+    stream_id: str,
+    principal: CurrentPrincipal,
+    pool: Pool,
+    min_position: MinPosition = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> JsonAnswer:
+    async def read() -> dict[str, Any]:
+        page = await read_models.stream_events(pool, principal.tenant, stream_id, limit, cursor)
+        if page is None:
+            raise NotFound(f"stream {stream_id} does not exist")
+        return _page(page)
+
+    return await _answer(request, pool, [EVENT_LOG], min_position, read)

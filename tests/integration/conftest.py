@@ -3,19 +3,27 @@ its RabbitMQ for every test session, so runs never collide and leave nothing beh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import aio_pika
 import asyncpg
 import httpx
 import pytest
+from faststream.rabbit import RabbitBroker
 
 from command_api.app import create_app as create_command_app
 from events import EventStore
+from events.relay import RabbitBatchPublisher, Relay
 from infra.auth import issue_token
 from infra.database import migrate
 from infra.settings import Settings
+from projectors.catalog import live_projections
+from projectors.consumer import subscribe
+from projectors.runtime import ProjectionRunner
 from query_api.app import create_app as create_query_app
 
 POSTGRES = os.environ.get("CLOUDNET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -95,3 +103,34 @@ async def query_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
             yield client
+
+
+@pytest.fixture(scope="session")
+async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[ProjectionRunner]:
+    """A relay and every live projection running in this process over the real broker; yields
+    the networks projection's runner."""
+    relay_broker = RabbitBroker(settings.amqp_url, log_level=30)
+    projector_broker = RabbitBroker(settings.amqp_url, log_level=30)
+    runners = [ProjectionRunner(store, projection) for projection in live_projections()]
+    for each in runners:
+        await each.catch_up()
+        subscribe(projector_broker, settings.exchange, each)
+    [runner] = [each for each in runners if each.key == "networks_v1"]
+    await relay_broker.start()
+    publisher = RabbitBatchPublisher(relay_broker, settings.exchange)
+    await publisher.declare()
+    await projector_broker.start()
+    relay = Relay(store, publisher, leader_dsn=settings.database_url, name=settings.exchange)
+    task = asyncio.create_task(relay.run())
+    yield runner
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await projector_broker.stop()
+    await relay_broker.stop()
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for each in runners:
+            await channel.queue_delete(f"{settings.exchange}.{each.key}")
+        await channel.exchange_delete(settings.exchange)

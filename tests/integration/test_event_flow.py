@@ -3,48 +3,12 @@ the real PostgreSQL and RabbitMQ; repeats are no-ops and a missed batch is caugh
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import aio_pika
 import httpx
-import pytest
-from faststream.rabbit import RabbitBroker
 
 from events import Checkpoint, EventStore
-from events.relay import RabbitBatchPublisher, Relay
-from infra.settings import Settings
-from projectors.consumer import subscribe
-from projectors.networks import NetworksProjection
 from projectors.runtime import ProjectionRunner
-
-
-@pytest.fixture(scope="module")
-async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[ProjectionRunner]:
-    """A relay and a networks projector running in this process over the real broker."""
-    relay_broker = RabbitBroker(settings.amqp_url, log_level=30)
-    projector_broker = RabbitBroker(settings.amqp_url, log_level=30)
-    runner = ProjectionRunner(store, NetworksProjection())
-    await runner.catch_up()
-    subscribe(projector_broker, settings.exchange, runner)
-    await relay_broker.start()
-    publisher = RabbitBatchPublisher(relay_broker, settings.exchange)
-    await publisher.declare()
-    await projector_broker.start()
-    relay = Relay(store, publisher, leader_dsn=settings.database_url, name=settings.exchange)
-    task = asyncio.create_task(relay.run())
-    yield runner
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await projector_broker.stop()
-    await relay_broker.stop()
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(f"{settings.exchange}.networks_v1")
-        await channel.exchange_delete(settings.exchange)
 
 
 async def create(client: httpx.AsyncClient, token: str, name: str, cidr: str) -> dict[str, object]:

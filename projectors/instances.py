@@ -1,0 +1,88 @@
+"""The instances read model: every instance with its address and lifecycle state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from events.contracts import (
+    InstanceLaunched,
+    InstanceStarted,
+    InstanceStopped,
+    InstanceTerminated,
+    decode_recorded,
+)
+
+if TYPE_CHECKING:
+    from events import RecordedEvent
+    from projectors.projection import DbConnection
+
+_STATE_AFTER = {
+    InstanceStarted: "running",
+    InstanceStopped: "stopped",
+    InstanceTerminated: "terminated",
+}
+
+
+class InstancesProjection:
+    name = "instances"
+
+    def __init__(self, version: int = 1) -> None:
+        self.version = version
+        self.table = f"rm_instances_v{version}"
+
+    def create_tables(self) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                id            uuid        PRIMARY KEY,
+                tenant_id     text        NOT NULL,
+                name          text        NOT NULL,
+                subnet_id     uuid        NOT NULL,
+                network_id    uuid        NOT NULL,
+                size          text        NOT NULL,
+                ip            text        NOT NULL,
+                state         text        NOT NULL,
+                created_at    timestamptz NOT NULL,
+                updated_at    timestamptz NOT NULL,
+                version       integer     NOT NULL,
+                last_position bigint      NOT NULL
+            )""",
+            # Keyset pagination walks (tenant, created_at, id), optionally filtered.
+            f"CREATE INDEX IF NOT EXISTS {self.table}_tenant "
+            f"ON {self.table} (tenant_id, created_at, id)",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_subnet "
+            f"ON {self.table} (tenant_id, subnet_id, created_at, id)",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_network "
+            f"ON {self.table} (tenant_id, network_id, created_at, id)",
+        ]
+
+    def create_view(self) -> list[str]:
+        return [f"CREATE OR REPLACE VIEW rm_instances AS SELECT * FROM {self.table}"]
+
+    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+        contract = decode_recorded(event)
+        if isinstance(contract, InstanceLaunched):
+            await connection.execute(
+                f"""INSERT INTO {self.table} (id, tenant_id, name, subnet_id, network_id, size,
+                    ip, state, created_at, updated_at, version, last_position)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $9, $10)""",
+                contract.instance_id,
+                event.tenant_id,
+                contract.name,
+                contract.subnet_id,
+                contract.network_id,
+                contract.size,
+                contract.ip,
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            )
+        elif isinstance(contract, InstanceStarted | InstanceStopped | InstanceTerminated):
+            await connection.execute(
+                f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
+                    last_position = $5 WHERE id = $1""",
+                contract.instance_id,
+                _STATE_AFTER[type(contract)],
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            )

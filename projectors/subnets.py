@@ -1,0 +1,85 @@
+"""The subnets read model: each live subnet with its `total`, `used` and `free` addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from events.contracts import (
+    IpAllocated,
+    IpReleased,
+    SubnetCreated,
+    SubnetDeleted,
+    decode_recorded,
+)
+
+if TYPE_CHECKING:
+    from events import RecordedEvent
+    from projectors.projection import DbConnection
+
+#: Reserved per subnet, as in AWS: the first four addresses and the last.
+RESERVED = 5
+
+
+class SubnetsProjection:
+    name = "subnets"
+
+    def __init__(self, version: int = 1) -> None:
+        self.version = version
+        self.table = f"rm_subnets_v{version}"
+
+    def create_tables(self) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                id            uuid        PRIMARY KEY,
+                tenant_id     text        NOT NULL,
+                network_id    uuid        NOT NULL,
+                name          text        NOT NULL,
+                cidr          text        NOT NULL,
+                total         integer     NOT NULL,
+                used          integer     NOT NULL DEFAULT 0,
+                created_at    timestamptz NOT NULL,
+                updated_at    timestamptz NOT NULL,
+                version       integer     NOT NULL,
+                last_position bigint      NOT NULL
+            )""",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_network "
+            f"ON {self.table} (tenant_id, network_id, created_at, id)",
+        ]
+
+    def create_view(self) -> list[str]:
+        return [
+            f"CREATE OR REPLACE VIEW rm_subnets AS SELECT *, total - used AS free FROM {self.table}"
+        ]
+
+    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+        contract = decode_recorded(event)
+        if isinstance(contract, SubnetCreated):
+            total = max(0, ipaddress.IPv4Network(contract.cidr).num_addresses - RESERVED)
+            await connection.execute(
+                f"""INSERT INTO {self.table} (id, tenant_id, network_id, name, cidr, total,
+                    created_at, updated_at, version, last_position)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)""",
+                contract.subnet_id,
+                event.tenant_id,
+                contract.network_id,
+                contract.name,
+                contract.cidr,
+                total,
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            )
+        elif isinstance(contract, IpAllocated | IpReleased):
+            delta = 1 if isinstance(contract, IpAllocated) else -1
+            await connection.execute(
+                f"""UPDATE {self.table} SET used = used + $2, updated_at = $3, version = $4,
+                    last_position = $5 WHERE id = $1""",
+                contract.subnet_id,
+                delta,
+                event.recorded_at,
+                event.stream_version,
+                event.position,
+            )
+        elif isinstance(contract, SubnetDeleted):
+            await connection.execute(f"DELETE FROM {self.table} WHERE id = $1", contract.subnet_id)
