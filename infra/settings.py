@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     #: How long a GET with X-Min-Position waits for the read model before answering 504.
     min_position_timeout_seconds: float = 5.0
 
+    #: The provisioner: simulated boot time, and where the command services are when there
+    #: is no Consul (comma-separated base URLs; the local launcher fills it in).
+    boot_delay_seconds: float = 1.0
+    command_api_urls: str = "http://127.0.0.1:8000"
+    #: Circuit breakers: failures before opening, seconds before a half-open probe.
+    breaker_threshold: int = 5
+    breaker_ttl_seconds: float = 5.0
+
     #: State of a local mesh started by `cloudnet up` (pids, configs, logs, own databases).
     state_dir: Path = PROJECT_ROOT / ".cloudnet"
     gateway_port: int = 8080

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from projectors.catalog import live_projections
+from projectors.catalog import live_projections, process_manager_state
 from projectors.projection import checkpoint_key
 
 _CHECKPOINTS = """
@@ -32,7 +32,7 @@ async def create_read_models(connection: asyncpg.Connection) -> None:
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('cloudnet-read-models'))")
         await connection.execute(_CHECKPOINTS)
         await connection.execute(_VIEWS)
-        for projection in live_projections():
+        for projection in live_projections() + process_manager_state():
             for statement in projection.create_tables():
                 await connection.execute(statement)
             await connection.execute(
@@ -43,7 +43,7 @@ async def create_read_models(connection: asyncpg.Connection) -> None:
             live = await connection.fetchval(
                 "SELECT projection FROM projection_views WHERE name = $1", projection.name
             )
-            if live is None:  # a first install; later versions go live only through replay
+            if live is None and projection.create_view():  # later versions: only via replay
                 for statement in projection.create_view():
                     await connection.execute(statement)
                 await connection.execute(

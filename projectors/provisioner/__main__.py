@@ -1,0 +1,69 @@
+"""`python -m projectors.provisioner`: the provisioner process (composition root)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import httpx
+from faststream.rabbit import RabbitBroker
+
+from events.store import EventStore
+from infra.breakers import Breakers
+from infra.discovery import RoundRobin, StaticDiscovery
+from infra.serve import serve
+from infra.settings import Settings
+from infra.worker import create_worker_app
+from projectors.consumer import subscribe
+from projectors.provisioner.boots import PendingBoots
+from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.loop import BootLoop
+from projectors.runtime import ProjectionRunner
+
+settings = Settings()
+broker = RabbitBroker(settings.amqp_url, logger=logging.getLogger("faststream"))
+runners: list[ProjectionRunner] = []
+
+
+async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
+    store = await EventStore.connect(settings.database_url, min_size=1, max_size=4)
+    boots = PendingBoots(settings.boot_delay_seconds)
+    runner = ProjectionRunner(store, boots)
+    runners.append(runner)
+    await runner.catch_up()
+    subscribe(broker, settings.exchange, runner)
+    await broker.start()
+    await runner.catch_up()  # what was published before the queue existed
+    discovery = StaticDiscovery(
+        {COMMAND_SERVICE: [url.strip() for url in settings.command_api_urls.split(",") if url]}
+    )
+    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+    client = CommandServiceClient(
+        http,
+        RoundRobin(discovery, COMMAND_SERVICE),
+        Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds),
+        settings.jwt_secret,
+    )
+    loop = BootLoop(store.pool, boots, client)
+
+    async def cleanup() -> None:
+        await broker.stop()
+        await http.aclose()
+        await store.close()
+
+    return [loop.run()], cleanup
+
+
+async def health() -> tuple[bool, dict[str, Any]]:
+    broker_up = await broker.ping(timeout=1.0)
+    checkpoints = {runner.key: str(await runner.checkpoint()) for runner in runners}
+    detail = {"broker": "up" if broker_up else "down", "checkpoints": checkpoints}
+    return broker_up and bool(runners), detail
+
+
+serve(
+    create_worker_app(service="provisioner", settings=settings, start=start, health=health),
+    settings,
+    "provisioner",
+)

@@ -1,0 +1,52 @@
+"""Pending boots: which launched instances still wait for the provisioner, and since when."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from events.contracts import InstanceLaunched, InstanceStarted, InstanceTerminated, decode_recorded
+
+if TYPE_CHECKING:
+    from events import RecordedEvent
+    from projectors.projection import DbConnection
+
+
+class PendingBoots:
+    """A projection only the provisioner reads (no view, never served by the query API)."""
+
+    name = "provisioner"
+
+    def __init__(self, boot_delay_seconds: float = 1.0, version: int = 1) -> None:
+        self.version = version
+        self.boot_delay = timedelta(seconds=boot_delay_seconds)
+        self.table = f"provisioner_boots_v{version}"
+
+    def create_tables(self) -> list[str]:
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {self.table} (
+                instance_id uuid        PRIMARY KEY,
+                tenant_id   text        NOT NULL,
+                due_at      timestamptz NOT NULL,
+                attempts    integer     NOT NULL DEFAULT 0
+            )""",
+            f"CREATE INDEX IF NOT EXISTS {self.table}_due ON {self.table} (due_at)",
+        ]
+
+    def create_view(self) -> list[str]:
+        return []
+
+    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+        contract = decode_recorded(event)
+        if isinstance(contract, InstanceLaunched):
+            await connection.execute(
+                f"INSERT INTO {self.table} (instance_id, tenant_id, due_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                contract.instance_id,
+                event.tenant_id,
+                event.recorded_at + self.boot_delay,
+            )
+        elif isinstance(contract, InstanceStarted | InstanceTerminated):
+            await connection.execute(
+                f"DELETE FROM {self.table} WHERE instance_id = $1", contract.instance_id
+            )

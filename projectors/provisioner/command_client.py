@@ -1,0 +1,69 @@
+"""Calls the command service's internal endpoint: found through discovery, guarded by a
+circuit breaker, retried with tenacity (safe: every call carries an Idempotency-Key)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from infra.auth import WRITE_SCOPE, issue_token
+from infra.breakers import Breakers
+from infra.discovery import RoundRobin
+
+COMMAND_SERVICE = "command_api"
+
+
+class TransientFailure(Exception):
+    """The command service answered 5xx or 429; worth another try."""
+
+
+class PermanentFailure(Exception):
+    """The command service refused for good (4xx other than 429): stop trying this boot."""
+
+
+class CommandServiceClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        instances: RoundRobin,
+        breakers: Breakers,
+        jwt_secret: str,
+        attempts: int = 4,
+    ) -> None:
+        self.http, self.instances, self.breakers = http, instances, breakers
+        self.jwt_secret, self.attempts = jwt_secret, attempts
+
+    async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
+        token = issue_token(
+            secret=self.jwt_secret,
+            tenant=tenant_id,
+            scopes=[WRITE_SCOPE],
+            subject="provisioner",
+            ttl_seconds=300,
+        )
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"boot-{instance_id}"}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((TransientFailure, httpx.TransportError)),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            stop=stop_after_attempt(self.attempts),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._call(f"/internal/instances/{instance_id}/running", headers)
+
+    async def _call(self, path: str, headers: dict[str, str]) -> None:
+        base = await self.instances.pick()
+        async with self.breakers.guard(COMMAND_SERVICE, exclude=[PermanentFailure]):
+            response = await self.http.post(base + path, headers=headers)
+            if response.status_code >= 500 or response.status_code == 429:
+                raise TransientFailure(f"{response.status_code} from {base}")
+        if response.status_code >= 400:
+            raise PermanentFailure(f"{response.status_code}: {response.text[:200]}")

@@ -1,0 +1,151 @@
+"""The provisioner boots launched instances through the command service (real PostgreSQL and
+RabbitMQ; the command service in-process over ASGI), and a dead command service opens its
+circuit breaker instead of losing boots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from events import EventStore
+from infra.breakers import BREAKER_STATE, Breakers
+from infra.discovery import RoundRobin, StaticDiscovery
+from infra.settings import Settings
+from projectors.provisioner.boots import PendingBoots
+from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.loop import BootLoop
+from projectors.runtime import ProjectionRunner
+from tests.integration.conftest import JWT_SECRET
+
+
+async def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def boots(store: EventStore) -> ProjectionRunner:
+    """The provisioner's pending boots, fed from the store (as after a catch-up)."""
+    return ProjectionRunner(store, PendingBoots(boot_delay_seconds=0.0))
+
+
+def client_for(http: httpx.AsyncClient, url: str, breakers: Breakers) -> CommandServiceClient:
+    discovery = StaticDiscovery({COMMAND_SERVICE: [url]})
+    return CommandServiceClient(
+        http, RoundRobin(discovery, COMMAND_SERVICE), breakers, JWT_SECRET, attempts=2
+    )
+
+
+async def launch(command_client: httpx.AsyncClient, token: str) -> str:
+    auth = {"Authorization": f"Bearer {token}"}
+    network = (
+        await command_client.post(
+            "/v1/networks", json={"name": "n", "cidr": "10.0.0.0/16"}, headers=auth
+        )
+    ).json()
+    subnet = (
+        await command_client.post(
+            f"/v1/networks/{network['id']}/subnets",
+            json={"name": "s", "cidr": "10.0.0.0/24"},
+            headers=auth,
+        )
+    ).json()
+    launched = await command_client.post(
+        "/v1/instances",
+        json={"name": "vm", "subnet_id": subnet["id"], "size": "small"},
+        headers=auth,
+    )
+    assert launched.status_code == 201, launched.text
+    return str(launched.json()["id"])
+
+
+async def instance_state(store: EventStore, instance_id: str) -> list[str]:
+    return [e.type async for e in store.read_stream(f"instance-{instance_id}")]
+
+
+async def test_a_launched_instance_is_marked_running(
+    store: EventStore,
+    settings: Settings,
+    command_client: httpx.AsyncClient,
+    boots: ProjectionRunner,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    instance_id = await launch(command_client, token_for(tenant))
+    await boots.catch_up()
+    loop = BootLoop(
+        store.pool,
+        boots.projection,  # type: ignore[arg-type]
+        client_for(command_client, "http://command", Breakers()),
+        idle_seconds=0.02,
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: _started(store, instance_id))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
+    # Booting again (a repeated delivery, a retry) changes nothing: the endpoint is idempotent.
+    await client_for(command_client, "http://command", Breakers()).mark_running(
+        tenant, uuid.UUID(instance_id)
+    )
+    assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
+
+
+async def _started(store: EventStore, instance_id: str) -> bool:
+    return "InstanceStarted" in await instance_state(store, instance_id)
+
+
+async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
+    store: EventStore,
+    command_client: httpx.AsyncClient,
+    boots: ProjectionRunner,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    instance_id = await launch(command_client, token_for(tenant))
+    await boots.catch_up()
+    breakers = Breakers(threshold=2, ttl_seconds=0.5)
+    async with httpx.AsyncClient(timeout=1.0) as http:
+        dead = BootLoop(
+            store.pool,
+            boots.projection,  # type: ignore[arg-type]
+            client_for(http, "http://127.0.0.1:9", breakers),
+        )
+        started = time.monotonic()
+        for _ in range(3):
+            await dead.boot_due()
+            await store.pool.execute(  # make the deferred boot due again at once
+                "UPDATE provisioner_boots_v1 SET due_at = now() WHERE instance_id = $1",
+                uuid.UUID(instance_id),
+            )
+        assert time.monotonic() - started < 5  # failing fast, not hanging
+    assert BREAKER_STATE.labels(COMMAND_SERVICE)._value.get() == 2  # open
+    pending = await store.pool.fetchval(
+        "SELECT count(*) FROM provisioner_boots_v1 WHERE instance_id = $1", uuid.UUID(instance_id)
+    )
+    assert pending == 1  # nothing lost while the command service was down
+    await asyncio.sleep(0.6)  # the breaker's TTL: the next call is a half-open probe
+    alive = BootLoop(
+        store.pool,
+        boots.projection,  # type: ignore[arg-type]
+        client_for(command_client, "http://command", breakers),
+    )
+    assert await alive.boot_due() >= 1
+    assert await _started(store, instance_id)
+    assert BREAKER_STATE.labels(COMMAND_SERVICE)._value.get() == 0  # closed again
