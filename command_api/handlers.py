@@ -21,7 +21,8 @@ from events.model import AppendResult, IdempotencyRecord
 
 S = TypeVar("S")
 
-MAX_ATTEMPTS = 8
+# Enough for a few dozen writers racing on one stream (each round, one of them wins).
+MAX_ATTEMPTS = 30
 
 
 class RetriesExhausted(Exception):
@@ -150,7 +151,8 @@ async def execute(
         try:
             results = await store.append_many(appends, idempotency=idempotency, answer=answer)
         except ConcurrencyError:
-            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # decorrelate racers
+            # Full jitter, capped: racers spread out instead of colliding again in lockstep.
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
             continue
         except IdempotencyKeyReused as reused:
             return replay(reused.record)

@@ -1,11 +1,13 @@
 """`python -m projectors`: the projector process (composition root).
 
-At start it catches every projection up from the store (whatever was published before its
-queue existed), then consumes batches from RabbitMQ.
+At start it catches every read model up from the store (whatever was published before its
+queue existed), then consumes batches from RabbitMQ; a periodic pass heals what a lost message
+or a resumed (`dlq retry`) projection still lacks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -16,20 +18,31 @@ from events.store import EventStore
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
-from projectors.catalog import live_projections
+from projectors.catalog import READ_MODELS
 from projectors.consumer import subscribe
-from projectors.runtime import ProjectionRunner
+from projectors.runtime import TRANSIENT, LiveProjection
 
 settings = Settings()
 broker = RabbitBroker(settings.amqp_url, logger=logging.getLogger("faststream"))
-runners: list[ProjectionRunner] = []
+runners: list[LiveProjection] = []
+log = logging.getLogger("projectors")
+
+
+async def heal(period_seconds: float = 2.0) -> None:
+    while True:
+        await asyncio.sleep(period_seconds)
+        for runner in runners:
+            try:
+                await runner.catch_up()
+            except TRANSIENT as error:
+                log.warning("catch-up of %s failed: %s", runner.name, error)
 
 
 async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
     store = await EventStore.connect(
         settings.database_url, min_size=1, max_size=settings.db_pool_max
     )
-    runners.extend(ProjectionRunner(store, projection) for projection in live_projections())
+    runners.extend(LiveProjection(store, factory) for factory in READ_MODELS.values())
     for runner in runners:
         await runner.catch_up()
         subscribe(broker, settings.exchange, runner)
@@ -41,12 +54,12 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
         await broker.stop()
         await store.close()
 
-    return [], cleanup
+    return [heal()], cleanup
 
 
 async def health() -> tuple[bool, dict[str, Any]]:
     broker_up = await broker.ping(timeout=1.0)
-    checkpoints = {runner.key: str(await runner.checkpoint()) for runner in runners}
+    checkpoints = {runner.name: str(await runner.checkpoint()) for runner in runners}
     detail = {"broker": "up" if broker_up else "down", "checkpoints": checkpoints}
     return broker_up and bool(runners), detail
 

@@ -1,6 +1,9 @@
-"""Every read model cloudnet serves, at the version the live projectors build."""
+"""Every read model cloudnet serves, by name, as a factory of its versions (replay builds the
+next version of a read model with the same code the live projector runs)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from projectors.instances import InstancesProjection
 from projectors.networks import NetworksProjection
@@ -8,15 +11,13 @@ from projectors.projection import Projection
 from projectors.provisioner.boots import PendingBoots
 from projectors.subnets import SubnetsProjection
 
+READ_MODELS: dict[str, Callable[[int], Projection]] = {
+    "networks": NetworksProjection,
+    "subnets": SubnetsProjection,
+    "instances": InstancesProjection,
+}
+
 
 def process_manager_state() -> list[Projection]:
     """State the process managers keep like projections (tables + checkpoint, no view)."""
     return [PendingBoots(version=1)]
-
-
-def live_projections() -> list[Projection]:
-    return [
-        NetworksProjection(version=1),
-        SubnetsProjection(version=1),
-        InstancesProjection(version=1),
-    ]

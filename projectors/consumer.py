@@ -1,6 +1,6 @@
 """Feeds each projection from its own durable RabbitMQ queue (FastStream).
 
-One queue per projection version, bound to the events exchange, with single active consumer:
+One queue per read model, bound to the events exchange, with single active consumer:
 several projector processes may run, exactly one applies a projection at a time and the
 others take over when it dies. A message is acked only after its transaction commits.
 See https://faststream.ag2.ai/latest/rabbit/ack/
@@ -14,12 +14,13 @@ from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 from events.cloudevents import PREVIOUS_CHECKPOINT_HEADER, decode_batch
 from events.model import Checkpoint
 from events.relay.publisher import events_exchange
-from projectors.runtime import ProjectionRunner
+from projectors.runtime import Outcome, ProjectionRunner
 
 
-def projection_queue(exchange: str, key: str) -> RabbitQueue:
+def projection_queue(exchange: str, name: str) -> RabbitQueue:
+    """One queue per read model (not per version: a replay's swap keeps the queue)."""
     return RabbitQueue(
-        f"{exchange}.{key}",
+        f"{exchange}.{name}",
         durable=True,
         routing_key="#",
         arguments={"x-single-active-consumer": True},
@@ -35,12 +36,12 @@ def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> 
             return
         header = message.headers.get(PREVIOUS_CHECKPOINT_HEADER)
         previous = Checkpoint.parse(str(header)) if header else None
-        if not await runner.apply(events, previous):
+        if await runner.apply(events, previous) is Outcome.GAP:
             await runner.catch_up(until=events[-1].checkpoint)
 
     broker.subscriber(
-        projection_queue(exchange, runner.key),
+        projection_queue(exchange, runner.name),
         events_exchange(exchange),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        title=f"projection.{runner.key}",
+        title=f"projection.{runner.name}",
     )(on_batch)

@@ -1,19 +1,30 @@
-"""Applies events to one projection exactly once: rows and checkpoint in one transaction.
+"""Applies events to a projection exactly once: rows and checkpoint in one transaction.
 
 A batch from the broker names the checkpoint the relay read after. If the projection's own
 checkpoint is older, a batch went missing (the queue did not exist yet, or a message was lost):
 the runner then catches up from the event store, the source of truth, instead of guessing.
+
+A handler that raises on an event (a poison event) does not block the batch's earlier events:
+they commit, the event goes to `dead_letters` with its error, and the projection halts right
+before it until `cloudnet dlq retry` (after a fix) or `cloudnet dlq skip`.
+
+`LiveProjection` follows whichever version of a read model is live (`projection_views`), so a
+replay's swap moves the running projector to the new tables in the same transaction.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import asyncpg
 from prometheus_client import Counter, Gauge
 
 from events import ORIGIN, Checkpoint, EventStore, RecordedEvent
+from projectors import checkpoints
 from projectors.projection import Projection, checkpoint_key
 
 if TYPE_CHECKING:
@@ -39,42 +50,88 @@ LAG_SECONDS = Gauge(
     "Age of the last applied event when it was applied.",
     ["projection"],
 )
+HALTED = Gauge(
+    "cloudnet_projection_halted",
+    "1 while a projection is stopped at a dead-lettered event.",
+    ["projection"],
+)
+DEAD_LETTERS = Counter(
+    "cloudnet_projection_dead_letters_total", "Poison events sent to dead letters.", ["projection"]
+)
+
+#: Errors that say the database is unreachable, not that the event is poison.
+TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    GAP = "gap"  # the batch does not follow the checkpoint: catch up from the store
+    HALTED = "halted"  # stopped at a dead letter
+
+
+class _Poisoned(Exception):
+    def __init__(self, event: RecordedEvent, error: Exception) -> None:
+        super().__init__(str(error))
+        self.event, self.error = event, error
+
+
+async def apply_batch(
+    connection: DbConnection,
+    projection: Projection,
+    events: list[RecordedEvent],
+    previous: Checkpoint | None,
+) -> tuple[Outcome, list[RecordedEvent]]:
+    """Apply, in the caller's transaction, the events the checkpoint does not cover yet."""
+    key = checkpoint_key(projection)
+    current = await checkpoints.lock_checkpoint(connection, key)
+    if current.halted:
+        return Outcome.HALTED, []
+    if previous is not None and previous > current.checkpoint:
+        return Outcome.GAP, []
+    fresh = [event for event in events if event.checkpoint > current.checkpoint]
+    for event in fresh:
+        try:
+            await projection.apply(connection, event)
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            raise _Poisoned(event, error) from error
+    if fresh:
+        await checkpoints.save_checkpoint(connection, key, fresh[-1].checkpoint)
+    return Outcome.APPLIED, fresh
 
 
 class ProjectionRunner:
-    """Runs one projection over batches of events, from the broker or from the store."""
+    """Runs one version of a projection over batches of events, from the broker or the store."""
 
     def __init__(self, store: EventStore, projection: Projection, batch_size: int = 1000) -> None:
         self.store, self.projection, self.batch_size = store, projection, batch_size
-        self.key = checkpoint_key(projection)
+        self.name = projection.name
+
+    @property
+    def key(self) -> str:
+        return checkpoint_key(self.projection)
+
+    async def current(self, connection: DbConnection) -> Projection:
+        """The projection version a batch is applied to (fixed here; live in `LiveProjection`)."""
+        return self.projection
 
     async def checkpoint(self) -> Checkpoint:
-        row = await self.store.pool.fetchrow(
-            "SELECT transaction_id, position FROM projection_checkpoints WHERE projection = $1",
-            self.key,
-        )
-        return Checkpoint(row["transaction_id"], row["position"]) if row else ORIGIN
+        async with self.store.pool.acquire() as connection:
+            projection = await self.current(connection)
+            row = await checkpoints.read_checkpoint(connection, checkpoint_key(projection))
+        return row.checkpoint if row else ORIGIN
 
-    async def apply(self, events: list[RecordedEvent], previous: Checkpoint | None) -> bool:
-        """Apply the events the checkpoint does not cover yet. False when `previous` shows a
-        gap before this batch (nothing applied then; call `catch_up`)."""
-        async with self.store.pool.acquire() as connection, connection.transaction():
-            current = await self._lock_checkpoint(connection)
-            if previous is not None and previous > current:
-                return False
-            fresh = [event for event in events if event.checkpoint > current]
-            for event in fresh:
-                await self.projection.apply(connection, event)
-            if fresh:
-                await self._save_checkpoint(connection, fresh[-1].checkpoint)
-        DUPLICATES.labels(self.key).inc(len(events) - len(fresh))
-        if fresh:
-            APPLIED.labels(self.key).inc(len(fresh))
-            POSITION.labels(self.key).set(fresh[-1].position)
-            LAG_SECONDS.labels(self.key).set(
-                max(0.0, time.time() - fresh[-1].recorded_at.timestamp())
-            )
-        return True
+    async def apply(self, events: list[RecordedEvent], previous: Checkpoint | None) -> Outcome:
+        """Apply one batch in one transaction; a poison event is dead-lettered (see module)."""
+        try:
+            async with self.store.pool.acquire() as connection, connection.transaction():
+                projection = await self.current(connection)
+                outcome, fresh = await apply_batch(connection, projection, events, previous)
+        except _Poisoned as poisoned:
+            return await self._dead_letter(events, previous, poisoned)
+        self._measure(checkpoint_key(projection), len(events), fresh, outcome)
+        return outcome
 
     async def catch_up(self, until: Checkpoint | None = None) -> int:
         """Read from the store and apply until the head (or past `until`); events applied."""
@@ -84,27 +141,64 @@ class ProjectionRunner:
             if until is not None and after >= until:
                 return applied
             batch = await self.store.read_all(after=after, limit=self.batch_size)
-            if not batch:
+            if not batch or await self.apply(batch, previous=after) is Outcome.HALTED:
                 return applied
-            await self.apply(batch, previous=after)
             applied += len(batch)
 
-    async def _lock_checkpoint(self, connection: DbConnection) -> Checkpoint:
-        # FOR UPDATE: a standby catching up and the active consumer never apply the same event.
-        row = await connection.fetchrow(
-            "SELECT transaction_id, position FROM projection_checkpoints "
-            "WHERE projection = $1 FOR UPDATE",
-            self.key,
+    async def _dead_letter(
+        self, events: list[RecordedEvent], previous: Checkpoint | None, poisoned: _Poisoned
+    ) -> Outcome:
+        # The batch rolled back; commit what came before the poison event, then halt at it.
+        async with self.store.pool.acquire() as connection, connection.transaction():
+            projection = await self.current(connection)
+            key = checkpoint_key(projection)
+            poison = poisoned.event
+            good = [e for e in events if e.checkpoint < poison.checkpoint]
+            outcome, applied = await apply_batch(connection, projection, good, previous)
+            await checkpoints.dead_letter(connection, key, poison, poisoned.error)
+        log.error(
+            "projection %s halted at poison event %s (position %s): %s",
+            key,
+            poison.event_id,
+            poison.position,
+            poisoned.error,
         )
-        if row is None:
-            raise LookupError(f"no checkpoint row for {self.key}; run `cloudnet migrate`")
-        return Checkpoint(row["transaction_id"], row["position"])
+        DEAD_LETTERS.labels(key).inc()
+        self._measure(key, len(good), applied, outcome)
+        HALTED.labels(key).set(1)
+        return Outcome.HALTED
 
-    async def _save_checkpoint(self, connection: DbConnection, checkpoint: Checkpoint) -> None:
-        await connection.execute(
-            "UPDATE projection_checkpoints SET transaction_id = $2, position = $3, "
-            "updated_at = now() WHERE projection = $1",
-            self.key,
-            checkpoint.transaction_id,
-            checkpoint.position,
+    def _measure(
+        self, key: str, delivered: int, fresh: list[RecordedEvent], outcome: Outcome
+    ) -> None:
+        HALTED.labels(key).set(1 if outcome is Outcome.HALTED else 0)
+        if outcome is not Outcome.APPLIED:
+            return
+        DUPLICATES.labels(key).inc(delivered - len(fresh))
+        if fresh:
+            APPLIED.labels(key).inc(len(fresh))
+            POSITION.labels(key).set(fresh[-1].position)
+            LAG_SECONDS.labels(key).set(max(0.0, time.time() - fresh[-1].recorded_at.timestamp()))
+
+
+class LiveProjection(ProjectionRunner):
+    """Runs whichever version of a read model is live; versions come from `factory`."""
+
+    def __init__(
+        self, store: EventStore, factory: Callable[[int], Projection], batch_size: int = 1000
+    ) -> None:
+        super().__init__(store, factory(1), batch_size)
+        self.factory = factory
+        self._versions: dict[str, Projection] = {}
+
+    async def current(self, connection: DbConnection) -> Projection:
+        # FOR SHARE: a replay's swap (FOR UPDATE) waits for this batch, and this batch for it.
+        key = await connection.fetchval(
+            "SELECT projection FROM projection_views WHERE name = $1 FOR SHARE", self.name
         )
+        if key is None:
+            raise LookupError(f"read model {self.name} is not installed; run `cloudnet migrate`")
+        if key not in self._versions:
+            self._versions[key] = self.factory(int(key.rsplit("_v", 1)[1]))
+        self.projection = self._versions[key]
+        return self.projection

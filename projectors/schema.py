@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from projectors.catalog import live_projections, process_manager_state
+from projectors.catalog import READ_MODELS, process_manager_state
 from projectors.projection import checkpoint_key
 
 _CHECKPOINTS = """
@@ -12,8 +12,32 @@ CREATE TABLE IF NOT EXISTS projection_checkpoints (
     projection     text        PRIMARY KEY,
     transaction_id bigint      NOT NULL DEFAULT 0,
     position       bigint      NOT NULL DEFAULT 0,
-    updated_at     timestamptz NOT NULL DEFAULT now()
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    halted_at      timestamptz
 )
+"""
+
+# A poison event, with what went wrong; the projection halts at the oldest unresolved one.
+_DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    projection     text        NOT NULL,
+    position       bigint      NOT NULL,
+    transaction_id bigint      NOT NULL,
+    event_id       uuid        NOT NULL,
+    stream_id      text        NOT NULL,
+    event_type     text        NOT NULL,
+    error          text        NOT NULL,
+    traceback      text        NOT NULL,
+    attempts       integer     NOT NULL DEFAULT 1,
+    failed_at      timestamptz NOT NULL DEFAULT now(),
+    resolved_at    timestamptz,
+    resolution     text
+)
+"""
+_DEAD_LETTERS_OPEN = """
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_open
+ON dead_letters (projection, event_id) WHERE resolved_at IS NULL
 """
 
 # Which checkpoint a plain-named read model (view) currently reflects; replay swaps it together
@@ -32,7 +56,10 @@ async def create_read_models(connection: asyncpg.Connection) -> None:
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('cloudnet-read-models'))")
         await connection.execute(_CHECKPOINTS)
         await connection.execute(_VIEWS)
-        for projection in live_projections() + process_manager_state():
+        await connection.execute(_DEAD_LETTERS)
+        await connection.execute(_DEAD_LETTERS_OPEN)
+        first_versions = [factory(1) for factory in READ_MODELS.values()]
+        for projection in first_versions + process_manager_state():
             for statement in projection.create_tables():
                 await connection.execute(statement)
             await connection.execute(

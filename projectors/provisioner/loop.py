@@ -16,7 +16,6 @@ from infra.discovery import NoInstances
 from projectors.provisioner.command_client import PermanentFailure, TransientFailure
 
 if TYPE_CHECKING:
-
     from projectors.provisioner.boots import PendingBoots
     from projectors.provisioner.command_client import CommandServiceClient
 

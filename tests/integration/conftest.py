@@ -21,9 +21,9 @@ from events.relay import RabbitBatchPublisher, Relay
 from infra.auth import issue_token
 from infra.database import migrate
 from infra.settings import Settings
-from projectors.catalog import live_projections
+from projectors.catalog import READ_MODELS
 from projectors.consumer import subscribe
-from projectors.runtime import ProjectionRunner
+from projectors.runtime import LiveProjection, ProjectionRunner
 from query_api.app import create_app as create_query_app
 
 POSTGRES = os.environ.get("CLOUDNET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -111,11 +111,11 @@ async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[Projectio
     the networks projection's runner."""
     relay_broker = RabbitBroker(settings.amqp_url, log_level=30)
     projector_broker = RabbitBroker(settings.amqp_url, log_level=30)
-    runners = [ProjectionRunner(store, projection) for projection in live_projections()]
+    runners = [LiveProjection(store, factory) for factory in READ_MODELS.values()]
     for each in runners:
         await each.catch_up()
         subscribe(projector_broker, settings.exchange, each)
-    [runner] = [each for each in runners if each.key == "networks_v1"]
+    [runner] = [each for each in runners if each.name == "networks"]
     await relay_broker.start()
     publisher = RabbitBatchPublisher(relay_broker, settings.exchange)
     await publisher.declare()
@@ -132,5 +132,5 @@ async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[Projectio
     async with connection:
         channel = await connection.channel()
         for each in runners:
-            await channel.queue_delete(f"{settings.exchange}.{each.key}")
+            await channel.queue_delete(f"{settings.exchange}.{each.name}")
         await channel.exchange_delete(settings.exchange)

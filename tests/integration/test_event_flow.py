@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from events import Checkpoint, EventStore
-from projectors.runtime import ProjectionRunner
+from projectors.runtime import Outcome, ProjectionRunner
 
 
 async def create(client: httpx.AsyncClient, token: str, name: str, cidr: str) -> dict[str, object]:
@@ -97,10 +97,10 @@ async def test_repeated_and_missed_batches_leave_each_network_exactly_once(
     created = [await create(command_client, token, f"n{n}", f"10.{n}.0.0/16") for n in range(3)]
     everything = await store.read_all(limit=100_000)
     # Delivered again from the very start: the checkpoint makes every event a no-op.
-    assert await mesh.apply(everything, previous=None)
+    assert await mesh.apply(everything, previous=None) is Outcome.APPLIED
     # A batch claiming to follow a checkpoint the projection never reached is a gap.
     beyond = Checkpoint(everything[-1].checkpoint.transaction_id + 1000, 0)
-    assert not await mesh.apply(everything[-1:], previous=beyond)
+    assert await mesh.apply(everything[-1:], previous=beyond) is Outcome.GAP
     await mesh.catch_up()
     rows = await store.pool.fetch(
         "SELECT id::text, count(*) AS copies FROM rm_networks WHERE tenant_id = $1 GROUP BY id",
