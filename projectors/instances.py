@@ -30,6 +30,9 @@ class InstancesProjection:
         self.version = version
         self.table = f"rm_instances_v{version}"
 
+    def tables(self) -> list[str]:
+        return [self.table]
+
     def create_tables(self) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.table} (

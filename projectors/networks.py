@@ -25,6 +25,9 @@ class NetworksProjection:
         self.version = version
         self.table = f"rm_networks_v{version}"
 
+    def tables(self) -> list[str]:
+        return [self.table]
+
     def create_tables(self) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.table} (

@@ -23,6 +23,10 @@ class Projection(Protocol):
     name: str
     version: int
 
+    def tables(self) -> list[str]:
+        """This version's table names (each row has an `id` key, for diffs)."""
+        ...
+
     def create_tables(self) -> list[str]:
         """DDL for this version's tables (idempotent: `IF NOT EXISTS`)."""
         ...

@@ -28,6 +28,9 @@ class SubnetsProjection:
         self.version = version
         self.table = f"rm_subnets_v{version}"
 
+    def tables(self) -> list[str]:
+        return [self.table]
+
     def create_tables(self) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.table} (

@@ -22,6 +22,9 @@ class PendingBoots:
         self.boot_delay = timedelta(seconds=boot_delay_seconds)
         self.table = f"provisioner_boots_v{version}"
 
+    def tables(self) -> list[str]:
+        return [self.table]
+
     def create_tables(self) -> list[str]:
         return [
             f"""CREATE TABLE IF NOT EXISTS {self.table} (

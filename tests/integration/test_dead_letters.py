@@ -23,6 +23,9 @@ class Tally:
         self.stream_id = stream_id
         self.poison: set[int] = set()
 
+    def tables(self) -> list[str]:
+        return [f"{self.name}_v1"]
+
     def create_tables(self) -> list[str]:
         return [f"CREATE TABLE {self.name}_v1 (n integer PRIMARY KEY)"]
 
