@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -93,8 +94,19 @@ async def _check_postgres(probe: PostgresProbe) -> Health:
 
 
 async def _check_amqp(probe: AmqpProbe) -> Health:
-    import aio_pika  # lazily, as above
-
-    connection = await aio_pika.connect(probe.url, timeout=PROBE_TIMEOUT_SECONDS)
-    await connection.close()
+    # The AMQP 0-9-1 handshake's first step: send the protocol header, expect the broker's
+    # Connection.Start (a method frame on channel 0, class 10, method 10). The port opens before
+    # the broker is ready to answer, so a bare TCP connect would not do.
+    url = urlsplit(probe.url)
+    tls = url.scheme == "amqps"
+    reader, writer = await asyncio.open_connection(
+        url.hostname or "localhost", url.port or (5671 if tls else 5672), ssl=tls or None
+    )
+    try:
+        writer.write(b"AMQP\x00\x00\x09\x01")
+        frame = await reader.readexactly(11)
+    finally:
+        writer.close()
+    if frame[0] != 1 or frame[7:11] != b"\x00\x0a\x00\x0a":
+        return Health(False, f"not an AMQP 0-9-1 broker (answered {frame!r})")
     return Health(True, "accepts AMQP connections")

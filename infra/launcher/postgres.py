@@ -67,10 +67,16 @@ async def ensure_cluster(layout: MeshLayout) -> None:
         entry = pwd.getpwnam(user)
         for path in (layout.paths.postgres, data, run):
             os.chown(path, entry.pw_uid, entry.pw_gid)
-        await _run(user, "test", "-w", str(data), failure=(
-            f"the {user} OS user cannot write {data}; PostgreSQL runs as that user, so every "
-            "parent directory of the state directory must be traversable (chmod o+x)"
-        ))
+        await _run(
+            user,
+            "test",
+            "-w",
+            str(data),
+            failure=(
+                f"the {user} OS user cannot write {data}; PostgreSQL runs as that user, so every "
+                "parent directory of the state directory must be traversable (chmod o+x)"
+            ),
+        )
     if (data / "PG_VERSION").exists():
         return
     await _run(

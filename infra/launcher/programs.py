@@ -50,5 +50,6 @@ class ProcessSpec:
     user: str | None = None
     stop_signal: str = "TERM"
     stop_wait_seconds: int = 15
-    #: Signal the whole process group; off for servers that stop their own children in order.
+    #: Send the stop signal to the whole process group; off for servers that stop their own
+    #: children in order (a SIGKILL after `stop_wait_seconds` always takes the whole group).
     stop_as_group: bool = True

@@ -20,51 +20,56 @@ class ServiceRole:
     name: str
     module: str
     instances: int
+    #: Prometheus job, named like the `service` field of the processes' logs.
+    job: str
     #: Gateway upstream the instances serve in; None for workers nobody calls through nginx.
     upstream: str | None = None
 
 
 #: Order matters only for port numbers: append new roles so existing ports stay put.
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
-    ServiceRole("command", "command_api", 2, upstream="command_api"),
-    ServiceRole("query", "query_api", 2, upstream="query_api"),
-    ServiceRole("relay", "events.relay", 2),  # one leader, one standby (advisory lock)
-    ServiceRole("projector", "projectors", 2),
+    ServiceRole("command", "command_api", 2, "command_api", upstream="command_api"),
+    ServiceRole("query", "query_api", 2, "query_api", upstream="query_api"),
+    ServiceRole("relay", "events.relay", 2, "relay"),  # one leader, one standby (advisory lock)
+    ServiceRole("projector", "projectors", 2, "projector"),
+    ServiceRole("provisioner", "projectors.provisioner", 1, "provisioner"),
 )
 
 
 def service_specs(layout: MeshLayout) -> list[ProcessSpec]:
     """One spec per service instance, each on its own private port."""
-    specs: list[ProcessSpec] = []
-    for role in SERVICE_ROLES:
-        for number in range(1, role.instances + 1):
-            port = layout.ports.service(len(specs))
-            name = f"{role.name}-{number}"
-            specs.append(
-                ProcessSpec(
-                    name=name,
-                    command=(str(VENV_BIN / "python"), "-m", role.module),
-                    ports=(port,),
-                    priority=Priority.SERVICE,
-                    env=_service_env(layout, name, port),
-                    probe=HttpProbe(f"http://{HOST}:{port}/health"),
-                    metrics=ScrapeTarget(job=role.module.replace(".", "_"), port=port),
-                    upstream=role.upstream,
-                    after_migrations=True,
-                )
-            )
-    return specs
-
-
-def _service_env(layout: MeshLayout, instance: str, port: int) -> dict[str, str]:
-    return {
-        "DATABASE_URL": layout.database_url,
-        "AMQP_URL": layout.amqp_url,
-        "CLOUDNET_JWT_SECRET": layout.jwt_secret,
-        "CLOUDNET_HOST": HOST,
-        "CLOUDNET_PORT": str(port),
-        "CLOUDNET_INSTANCE": instance,
-        "CLOUDNET_LOG_LEVEL": layout.log_level,
-        # Log lines reach supervisord's files as they are written, not when a buffer fills.
-        "PYTHONUNBUFFERED": "1",
-    }
+    instances = [
+        (role, f"{role.name}-{number}")
+        for role in SERVICE_ROLES
+        for number in range(1, role.instances + 1)
+    ]
+    ports = {name: layout.ports.service(index) for index, (_, name) in enumerate(instances)}
+    # Discovery without Consul (DESIGN §7): the command instances the launcher starts.
+    command_urls = ",".join(
+        f"http://{HOST}:{ports[name]}" for role, name in instances if role.name == "command"
+    )
+    return [
+        ProcessSpec(
+            name=name,
+            command=(str(VENV_BIN / "python"), "-m", role.module),
+            ports=(ports[name],),
+            priority=Priority.SERVICE,
+            env={
+                "DATABASE_URL": layout.database_url,
+                "AMQP_URL": layout.amqp_url,
+                "CLOUDNET_JWT_SECRET": layout.jwt_secret,
+                "CLOUDNET_HOST": HOST,
+                "CLOUDNET_PORT": str(ports[name]),
+                "CLOUDNET_INSTANCE": name,
+                "CLOUDNET_LOG_LEVEL": layout.log_level,
+                "CLOUDNET_COMMAND_API_URLS": command_urls,
+                # Log lines reach supervisord's files as they are written, not when a buffer fills.
+                "PYTHONUNBUFFERED": "1",
+            },
+            probe=HttpProbe(f"http://{HOST}:{ports[name]}/health"),
+            metrics=ScrapeTarget(job=role.job, port=ports[name]),
+            upstream=role.upstream,
+            after_migrations=True,
+        )
+        for role, name in instances
+    ]
