@@ -51,7 +51,7 @@ class CommandServiceClient:
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"boot-{instance_id}"}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientFailure, httpx.TransportError)),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
             stop=stop_after_attempt(self.attempts),
             reraise=True,
         )
