@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from command_api import snapshots
 from command_api.domain.errors import NotFound
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
@@ -60,6 +61,9 @@ class Loaded:
     state: Any
     version: int
     position: int
+    evolve: Callable[[Any, DomainEvent], Any] | None = None
+    #: The version of the snapshot it was restored from (0: folded from the start).
+    snapshot_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +94,52 @@ async def load(
     evolve: Callable[[S | None, DomainEvent], S | None],
     tenant_id: str,
 ) -> Loaded:
-    """Fold a stream; another tenant's stream looks exactly like a missing one."""
+    """Fold a stream (from its snapshot, if any); another tenant's stream looks exactly like a
+    missing one."""
+    missing = NotFound(f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist")
     state: S | None = None
-    version = position = 0
-    async for recorded in store.read_stream(stream_id):
+    version = position = snapshot_version = 0
+    codec = snapshots.codec_for(stream_id)
+    if codec is not None:
+        try:
+            restored = snapshots.restore(await store.load_snapshot(stream_id), codec, tenant_id)
+        except LookupError:
+            raise missing from None
+        if restored is not None:
+            state, version, position = restored.state, restored.version, restored.position
+            snapshot_version = version
+    async for recorded in store.read_stream(stream_id, from_version=version + 1):
         if recorded.tenant_id != tenant_id:
-            raise NotFound(
-                f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist"
-            )
+            raise missing
         event = decode_recorded(recorded)
         if isinstance(event, DomainEvent):
             state = evolve(state, event)
         version, position = recorded.stream_version, recorded.position
-    return Loaded(stream_id, state, version, position)
+    return Loaded(stream_id, state, version, position, evolve, snapshot_version)
+
+
+async def keep_snapshots(
+    store: EventStore,
+    decision: Decision,
+    results: dict[str, AppendResult],
+    tenant_id: str,
+) -> None:
+    """After a commit: snapshot the streams that grew far enough past their last snapshot."""
+    for loaded, events in decision.appends:
+        codec = snapshots.codec_for(loaded.stream_id)
+        result = results.get(loaded.stream_id)
+        if codec is None or result is None or loaded.evolve is None:
+            continue
+        if result.stream_version - loaded.snapshot_version < snapshots.SNAPSHOT_EVERY:
+            continue
+        state = loaded.state
+        for event in events:
+            state = loaded.evolve(state, event)
+        await store.save_snapshot(
+            snapshots.take(
+                loaded.stream_id, codec, state, result.stream_version, result.position, tenant_id
+            )
+        )
 
 
 def _answer(
@@ -157,6 +194,9 @@ async def execute(
         except IdempotencyKeyReused as reused:
             return replay(reused.record)
         status, body = answer(results)
+        await keep_snapshots(
+            store, decision, dict(zip(streams, results, strict=True)), context.tenant_id
+        )
         return CommandResult(status, body)
     raise RetriesExhausted(f"the aggregate changed {MAX_ATTEMPTS} times while deciding")
 
