@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 from command_api import snapshots
 from command_api.domain.errors import NotFound
+from command_api.metrics import CONFLICTS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
 from events.model import AppendResult, IdempotencyRecord
+from infra.telemetry import current_traceparent, tracer
 
 S = TypeVar("S")
 
@@ -161,6 +163,10 @@ async def execute(
     """Run `decide` (load + pure decisions) and append its events atomically, retrying on
     concurrency conflicts; with an idempotency key the answer is stored in the same commit."""
     metadata = context.metadata()
+    # The events carry the request's trace, so every process that handles them joins it.
+    traceparent = current_traceparent() or context.traceparent
+    if traceparent:
+        metadata["traceparent"] = traceparent
     for attempt in range(MAX_ATTEMPTS):
         decision = await decide()
         appends = [
@@ -186,13 +192,16 @@ async def execute(
         if context.idempotency is not None:
             idempotency = (context.tenant_id, *context.idempotency)
         try:
-            results = await store.append_many(appends, idempotency=idempotency, answer=answer)
+            with tracer.start_as_current_span("append", attributes={"cloudnet.streams": streams}):
+                results = await store.append_many(appends, idempotency=idempotency, answer=answer)
         except ConcurrencyError:
+            CONFLICTS.inc()
             # Full jitter, capped: racers spread out instead of colliding again in lockstep.
             await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
             continue
         except IdempotencyKeyReused as reused:
             return replay(reused.record)
+        record_appended(appends, results)
         status, body = answer(results)
         await keep_snapshots(
             store, decision, dict(zip(streams, results, strict=True)), context.tenant_id
@@ -203,4 +212,5 @@ async def execute(
 
 def replay(record: IdempotencyRecord) -> CommandResult:
     """The stored answer of an earlier request with the same key (checked by the caller)."""
+    REPLAYS.inc()
     return CommandResult(record.status, record.answer, replayed=True)

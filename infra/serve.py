@@ -8,10 +8,12 @@ import uvicorn
 
 from infra.logs import configure_logging
 from infra.settings import Settings
+from infra.telemetry import configure_tracing
 
 
 def serve(app: Any, settings: Settings, service: str) -> None:
     configure_logging(service, settings.instance, settings.log_level)
+    configure_tracing(service, settings.tracing, settings.otlp_endpoint)
     uvicorn.run(
         app,
         host=settings.host,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from faststream import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
+from opentelemetry.trace import SpanKind
 
 from events.cloudevents import PREVIOUS_CHECKPOINT_HEADER, decode_batch
 from events.model import Checkpoint
 from events.relay.publisher import events_exchange
+from infra.telemetry import event_spans
 from projectors.runtime import Outcome, ProjectionRunner
 
 
@@ -36,8 +38,9 @@ def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> 
             return
         header = message.headers.get(PREVIOUS_CHECKPOINT_HEADER)
         previous = Checkpoint.parse(str(header)) if header else None
-        if await runner.apply(events, previous) is Outcome.GAP:
-            await runner.catch_up(until=events[-1].checkpoint)
+        with event_spans(f"project {runner.name}", events, SpanKind.CONSUMER):
+            if await runner.apply(events, previous) is Outcome.GAP:
+                await runner.catch_up(until=events[-1].checkpoint)
 
     broker.subscriber(
         projection_queue(exchange, runner.name),

@@ -9,10 +9,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
 from events.model import ORIGIN, Checkpoint
 from events.store import APPENDED_CHANNEL
+from infra.telemetry import event_spans
 
 if TYPE_CHECKING:
     from events.relay.publisher import BatchPublisher
@@ -33,6 +35,9 @@ CHECKPOINT_POSITION = Gauge(
 )
 LAG_SECONDS = Gauge(
     "cloudnet_relay_lag_seconds", "Age of the newest published event when it was published."
+)
+CHECKPOINT_TIMESTAMP = Gauge(
+    "cloudnet_relay_checkpoint_timestamp_seconds", "When the last published event was recorded."
 )
 FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed and were retried.")
 
@@ -106,7 +111,8 @@ class Relay:
 
     async def _publish(self, batch: list[Any]) -> None:
         started = time.perf_counter()
-        await self.publisher.publish(batch, previous=self.checkpoint)
+        with event_spans("publish", batch, SpanKind.PRODUCER):
+            await self.publisher.publish(batch, previous=self.checkpoint)
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
         last = batch[-1]
         await self._save_checkpoint(last.checkpoint)
@@ -115,6 +121,7 @@ class Relay:
         BATCHES.inc()
         CHECKPOINT_POSITION.set(last.position)
         LAG_SECONDS.set(max(0.0, time.time() - last.recorded_at.timestamp()))
+        CHECKPOINT_TIMESTAMP.set(last.recorded_at.timestamp())
 
     def _on_appended(self, *_: object) -> None:
         self._wake.set()

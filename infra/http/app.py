@@ -38,6 +38,9 @@ def create_service_app(
         version=version,
         lifespan=lifespan,
         default_response_class=JsonAnswer,
+        # FastAPI's own OpenTelemetry server spans (they continue an incoming `traceparent`);
+        # our Prometheus metrics and JSON logs already cover the rest.
+        telemetry={"tracing": True, "operation_spans": False, "metrics": False, "logs": False},
     )
     # Outermost last: request id and metrics, then auth, then the body guard.
     app.add_middleware(WriteBodyGuard)

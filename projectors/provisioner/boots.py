@@ -31,7 +31,8 @@ class PendingBoots:
                 instance_id uuid        PRIMARY KEY,
                 tenant_id   text        NOT NULL,
                 due_at      timestamptz NOT NULL,
-                attempts    integer     NOT NULL DEFAULT 0
+                attempts    integer     NOT NULL DEFAULT 0,
+                traceparent text
             )""",
             f"CREATE INDEX IF NOT EXISTS {self.table}_due ON {self.table} (due_at)",
         ]
@@ -43,11 +44,12 @@ class PendingBoots:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
             await connection.execute(
-                f"INSERT INTO {self.table} (instance_id, tenant_id, due_at) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING",
+                f"INSERT INTO {self.table} (instance_id, tenant_id, due_at, traceparent) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 contract.instance_id,
                 event.tenant_id,
                 event.recorded_at + self.boot_delay,
+                event.metadata.get("traceparent"),
             )
         elif isinstance(contract, InstanceStarted | InstanceTerminated):
             await connection.execute(

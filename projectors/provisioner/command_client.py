@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+from opentelemetry import propagate
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -49,6 +50,7 @@ class CommandServiceClient:
             ttl_seconds=300,
         )
         headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"boot-{instance_id}"}
+        propagate.inject(headers)  # the command service continues this trace
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientFailure, httpx.TransportError)),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0),

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from infra.breakers import BreakerOpen
 from infra.discovery import NoInstances
+from infra.telemetry import context_of, tracer
 from projectors.provisioner.command_client import PermanentFailure, TransientFailure
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ WHERE instance_id IN (
     SELECT instance_id FROM {table} WHERE due_at <= now()
     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-RETURNING instance_id, tenant_id, attempts
+RETURNING instance_id, tenant_id, attempts, traceparent
 """
 _BACK_OFF = """
 UPDATE {table}
@@ -71,7 +73,11 @@ class BootLoop:
         PENDING.set(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
         rows = await self.pool.fetch(_CLAIM.format(table=table), self.batch)
         for row in rows:
-            outcome = await self._boot(row["tenant_id"], row["instance_id"])
+            # The boot continues the trace of the launch that asked for it.
+            with tracer.start_as_current_span(
+                "provisioner.boot", context=context_of(row["traceparent"]), kind=SpanKind.INTERNAL
+            ):
+                outcome = await self._boot(row["tenant_id"], row["instance_id"])
             BOOTED.labels(outcome).inc()
             if outcome == "retry":
                 await self.pool.execute(_BACK_OFF.format(table=table), row["instance_id"])

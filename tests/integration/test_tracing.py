@@ -1,0 +1,105 @@
+"""One POST, one trace: the command request, the append, the relay's publish, the projectors
+and the provisioner's call back into the command service share a trace id (in-memory exporter;
+real PostgreSQL and RabbitMQ)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from events import EventStore
+from infra.breakers import Breakers
+from infra.discovery import RoundRobin, StaticDiscovery
+from projectors.provisioner.boots import PendingBoots
+from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.loop import BootLoop
+from projectors.runtime import ProjectionRunner
+from tests.integration.conftest import JWT_SECRET
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # once per process; the code's tracers are proxies
+    return exporter
+
+
+async def test_one_launch_is_one_trace_across_every_component(
+    spans: InMemorySpanExporter,
+    mesh: ProjectionRunner,
+    store: EventStore,
+    command_client: httpx.AsyncClient,
+    query_client: httpx.AsyncClient,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    network = (
+        await command_client.post(
+            "/v1/networks", json={"name": "n", "cidr": "10.0.0.0/16"}, headers=auth
+        )
+    ).json()
+    subnet = (
+        await command_client.post(
+            f"/v1/networks/{network['id']}/subnets",
+            json={"name": "s", "cidr": "10.0.0.0/24"},
+            headers=auth,
+        )
+    ).json()
+    spans.clear()
+    launched = await command_client.post(
+        "/v1/instances",
+        json={"name": "vm", "subnet_id": subnet["id"], "size": "small"},
+        headers=auth,
+    )
+    assert launched.status_code == 201
+    instance_id = launched.json()["id"]
+    read = await query_client.get(
+        f"/v1/instances/{instance_id}",
+        headers={**auth, "X-Min-Position": str(launched.json()["position"])},
+    )
+    assert read.status_code == 200
+    boots = ProjectionRunner(store, PendingBoots(boot_delay_seconds=0.0))
+    await boots.catch_up()
+    client = CommandServiceClient(
+        command_client,
+        RoundRobin(StaticDiscovery({COMMAND_SERVICE: ["http://command"]}), COMMAND_SERVICE),
+        Breakers(),
+        JWT_SECRET,
+    )
+    await BootLoop(store.pool, boots.projection, client).boot_due()  # type: ignore[arg-type]
+
+    [request] = [s for s in spans.get_finished_spans() if s.name == "POST /v1/instances"]
+    trace_id = request.context.trace_id
+    deadline = time.monotonic() + 5
+    expected = {
+        "POST /v1/instances",
+        "append",
+        "publish InstanceLaunched",
+        "publish IpAllocated",
+        "project instances InstanceLaunched",
+        "project subnets IpAllocated",
+        "provisioner.boot",
+        "POST /internal/instances/{instance_id}/running",
+        "publish InstanceStarted",
+    }
+    while True:  # the relay publishes InstanceStarted asynchronously
+        names = {s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+        if expected <= names or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert expected <= names, sorted(names)
+    history = [e async for e in store.read_stream(f"instance-{instance_id}")]
+    [started] = history[1:]
+    assert started.type == "InstanceStarted"
+    assert started.metadata["traceparent"].split("-")[1] == f"{trace_id:032x}"
