@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from command_api import errors, routes
 from events import EventStore
+from infra.breakers import Breakers
 from infra.http.app import create_service_app
 from infra.settings import Settings
 
@@ -18,7 +19,11 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = await EventStore.connect(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
         )
         try:
             yield
@@ -40,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         jwt_audience=settings.jwt_audience,
     )
     app.state.settings = settings
+    app.state.breakers = Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(routes.internal)

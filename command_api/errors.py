@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
@@ -30,10 +29,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RetriesExhausted)
     async def on_retries_exhausted(request: Request, error: RetriesExhausted) -> Response:
         problem = problems.Conflict(str(error), kind="concurrency-conflict")
-        return problems.render(problem, instance=request.url.path)
-
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(OSError)
-    async def on_store_down(request: Request, error: Exception) -> Response:
-        problem = problems.ServiceUnavailable("the event store is unreachable; retry shortly")
         return problems.render(problem, instance=request.url.path)

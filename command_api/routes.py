@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from command_api import commands
 from command_api.handlers import CommandContext, CommandResult, replay
 from events import EventStore
+from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
 from infra.problems import NotFound, ValidationFailed
@@ -104,29 +105,39 @@ Context = Annotated[CommandContext, Depends(_context)]
 
 
 async def _run(
-    store: EventStore,
+    request: Request,
     context: CommandContext,
     handle: Callable[[], Awaitable[CommandResult]],
     location: str | None = None,
 ) -> JsonAnswer:
-    result = None
-    if context.idempotency is not None:
-        record = await store.idempotent_answer(context.tenant_id, context.idempotency[0])
-        result = replay(record) if record is not None else None
-        if record is not None and record.request_hash != context.idempotency[1]:
-            raise _key_reused()
-    if result is None:
-        result = await handle()
-        if result.replayed and context.idempotency is not None:
-            stored = await store.idempotent_answer(context.tenant_id, context.idempotency[0])
-            if stored is not None and stored.request_hash != context.idempotency[1]:
-                raise _key_reused()
+    store: EventStore = request.app.state.store
+    # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
+    async with request.app.state.breakers.guard("event_store", failures=DATABASE_DOWN):
+        result = await _idempotent(store, context, handle)
     headers = {"X-Event-Position": str(result.position)}
     if location and result.status == 201:
         headers["Location"] = f"{location}/{result.body['id']}"
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JsonAnswer(result.body, status_code=result.status, headers=headers)
+
+
+async def _idempotent(
+    store: EventStore, context: CommandContext, handle: Callable[[], Awaitable[CommandResult]]
+) -> CommandResult:
+    """The stored answer for a repeated Idempotency-Key, else the command's own."""
+    if context.idempotency is None:
+        return await handle()
+    key, fingerprint = context.idempotency
+    record = await store.idempotent_answer(context.tenant_id, key)
+    if record is None:
+        result = await handle()
+        if not result.replayed:
+            return result
+        record = await store.idempotent_answer(context.tenant_id, key)  # lost a race for it
+    if record is not None and record.request_hash != fingerprint:
+        raise _key_reused()
+    return replay(record) if record is not None else await handle()
 
 
 def _key_reused() -> ValidationFailed:
@@ -145,9 +156,11 @@ def _id(value: str, kind: str) -> uuid.UUID:
 
 
 @router.post("/networks", status_code=201, response_model=CommandAnswer)
-async def create_network(body: NetworkBody, store: Store, context: Context) -> JsonAnswer:
+async def create_network(
+    request: Request, body: NetworkBody, store: Store, context: Context
+) -> JsonAnswer:
     return await _run(
-        store,
+        request,
         context,
         lambda: commands.create_network(store, context, body.name, body.cidr),
         "/v1/networks",
@@ -156,27 +169,29 @@ async def create_network(body: NetworkBody, store: Store, context: Context) -> J
 
 @router.patch("/networks/{network_id}", response_model=CommandAnswer)
 async def rename_network(
-    network_id: str, body: RenameBody, store: Store, context: Context
+    request: Request, network_id: str, body: RenameBody, store: Store, context: Context
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
     return await _run(
-        store, context, lambda: commands.rename_network(store, context, nid, body.name)
+        request, context, lambda: commands.rename_network(store, context, nid, body.name)
     )
 
 
 @router.delete("/networks/{network_id}", response_model=CommandAnswer)
-async def delete_network(network_id: str, store: Store, context: Context) -> JsonAnswer:
+async def delete_network(
+    request: Request, network_id: str, store: Store, context: Context
+) -> JsonAnswer:
     nid = _id(network_id, "network")
-    return await _run(store, context, lambda: commands.delete_network(store, context, nid))
+    return await _run(request, context, lambda: commands.delete_network(store, context, nid))
 
 
 @router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
 async def create_subnet(
-    network_id: str, body: SubnetBody, store: Store, context: Context
+    request: Request, network_id: str, body: SubnetBody, store: Store, context: Context
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
     return await _run(
-        store,
+        request,
         context,
         lambda: commands.create_subnet(store, context, nid, body.name, body.cidr),
         "/v1/subnets",
@@ -184,15 +199,19 @@ async def create_subnet(
 
 
 @router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
-async def delete_subnet(subnet_id: str, store: Store, context: Context) -> JsonAnswer:
+async def delete_subnet(
+    request: Request, subnet_id: str, store: Store, context: Context
+) -> JsonAnswer:
     sid = _id(subnet_id, "subnet")
-    return await _run(store, context, lambda: commands.delete_subnet(store, context, sid))
+    return await _run(request, context, lambda: commands.delete_subnet(store, context, sid))
 
 
 @router.post("/instances", status_code=201, response_model=InstanceAnswer)
-async def launch_instance(body: LaunchBody, store: Store, context: Context) -> JsonAnswer:
+async def launch_instance(
+    request: Request, body: LaunchBody, store: Store, context: Context
+) -> JsonAnswer:
     return await _run(
-        store,
+        request,
         context,
         lambda: commands.launch_instance(store, context, body.name, body.subnet_id, body.size),
         "/v1/instances",
@@ -200,25 +219,33 @@ async def launch_instance(body: LaunchBody, store: Store, context: Context) -> J
 
 
 @router.post("/instances/{instance_id}/start", response_model=InstanceAnswer)
-async def start_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+async def start_instance(
+    request: Request, instance_id: str, store: Store, context: Context
+) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(store, context, lambda: commands.start_instance(store, context, iid))
+    return await _run(request, context, lambda: commands.start_instance(store, context, iid))
 
 
 @router.post("/instances/{instance_id}/stop", response_model=InstanceAnswer)
-async def stop_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+async def stop_instance(
+    request: Request, instance_id: str, store: Store, context: Context
+) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(store, context, lambda: commands.stop_instance(store, context, iid))
+    return await _run(request, context, lambda: commands.stop_instance(store, context, iid))
 
 
 @router.delete("/instances/{instance_id}", response_model=InstanceAnswer)
-async def terminate_instance(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+async def terminate_instance(
+    request: Request, instance_id: str, store: Store, context: Context
+) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(store, context, lambda: commands.terminate_instance(store, context, iid))
+    return await _run(request, context, lambda: commands.terminate_instance(store, context, iid))
 
 
 @internal.post("/instances/{instance_id}/running", response_model=InstanceAnswer)
-async def mark_running(instance_id: str, store: Store, context: Context) -> JsonAnswer:
+async def mark_running(
+    request: Request, instance_id: str, store: Store, context: Context
+) -> JsonAnswer:
     """The provisioner finished booting the instance (never reachable through the gateway)."""
     iid = _id(instance_id, "instance")
-    return await _run(store, context, lambda: commands.mark_running(store, context, iid))
+    return await _run(request, context, lambda: commands.mark_running(store, context, iid))

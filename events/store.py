@@ -182,9 +182,23 @@ class EventStore:
         self._signal_again = False
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> EventStore:
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float | None = 30.0,
+    ) -> EventStore:
+        """Open the pool. Timeouts keep a dead database from hanging callers."""
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=init_connection
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=init_connection,
+            timeout=connect_timeout,
+            command_timeout=command_timeout,
         )
         return cls(pool)
 

@@ -44,9 +44,18 @@ class Breakers:
 
     @asynccontextmanager
     async def guard(
-        self, dependency: str, exclude: list[type[BaseException]] | None = None
+        self,
+        dependency: str,
+        exclude: list[type[BaseException]] | None = None,
+        failures: tuple[type[BaseException], ...] | None = None,
     ) -> AsyncIterator[None]:
-        breaker = await self._factory.get_breaker(dependency, exclude=list(exclude or []))
+        """Run the block through the dependency's breaker. Exceptions count as failures unless
+        in `exclude`; with `failures`, only those do (e.g. connection errors, not a 409)."""
+        excluded: list[Any] = list(exclude or [])
+        if failures is not None:
+            only = failures
+            excluded.append((BaseException, lambda error: not isinstance(error, only)))
+        breaker = await self._factory.get_breaker(dependency, exclude=excluded)
         BREAKER_STATE.labels(dependency).set(_STATE_VALUES.get(breaker.context.state, 0))
         try:
             async with breaker:

@@ -7,11 +7,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from events.store import init_connection
-from infra import problems
+from infra.breakers import Breakers
 from infra.http.app import create_service_app
 from infra.settings import Settings
 from query_api import routes
@@ -25,6 +24,8 @@ def create_app(settings: Settings) -> FastAPI:
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=init_connection,
+            timeout=settings.db_connect_timeout_seconds,
+            command_timeout=settings.db_command_timeout_seconds,
         )
         try:
             yield
@@ -46,12 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         jwt_audience=settings.jwt_audience,
     )
     app.state.settings = settings
-
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(OSError)
-    async def on_database_down(request: Request, error: Exception) -> Response:
-        problem = problems.ServiceUnavailable("the read models are unreachable; retry shortly")
-        return problems.render(problem, instance=request.url.path)
+    app.state.breakers = Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds)
 
     app.include_router(routes.router)
     return app

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request
 
+from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
 from infra.problems import NotFound
@@ -51,10 +52,11 @@ async def _answer(
 ) -> JsonAnswer:
     # Freshness first, then the read: the answer is at least as new as the header says.
     settings = request.app.state.settings
-    freshness = await read_model_freshness(
-        pool, read_models_used, min_position, settings.min_position_timeout_seconds
-    )
-    content = await read()
+    async with request.app.state.breakers.guard("read_models", failures=DATABASE_DOWN):
+        freshness = await read_model_freshness(
+            pool, read_models_used, min_position, settings.min_position_timeout_seconds
+        )
+        content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
 
 

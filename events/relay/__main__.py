@@ -11,6 +11,7 @@ from faststream.rabbit import RabbitBroker
 from events.relay.publisher import RabbitBatchPublisher
 from events.relay.tail import Relay
 from events.store import EventStore
+from infra.breakers import Breakers
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
@@ -31,6 +32,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
         leader_dsn=settings.database_url,
         batch_size=settings.relay_batch_size,
         idle_poll_max=settings.relay_idle_poll_max_seconds,
+        breakers=Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds),
     )
     parts.update(store=store, relay=relay)
 

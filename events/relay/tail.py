@@ -14,6 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from events.model import ORIGIN, Checkpoint
 from events.store import APPENDED_CHANNEL
+from infra.breakers import Breakers
 from infra.telemetry import event_spans
 
 if TYPE_CHECKING:
@@ -54,9 +55,11 @@ class Relay:
         name: str = "default",
         batch_size: int = 500,
         idle_poll_max: float = 0.1,
+        breakers: Breakers | None = None,
     ) -> None:
         self.store, self.publisher, self.name = store, publisher, name
         self.leader_dsn = leader_dsn
+        self.breakers = breakers or Breakers()
         self.batch_size, self.idle_poll_max = batch_size, idle_poll_max
         self.is_leader = False
         self.checkpoint = ORIGIN
@@ -112,7 +115,10 @@ class Relay:
     async def _publish(self, batch: list[Any]) -> None:
         started = time.perf_counter()
         with event_spans("publish", batch, SpanKind.PRODUCER):
-            await self.publisher.publish(batch, previous=self.checkpoint)
+            # While RabbitMQ is down the breaker opens and the relay backs off instead of
+            # piling up connection attempts; the store keeps everything meanwhile.
+            async with self.breakers.guard("rabbitmq"):
+                await self.publisher.publish(batch, previous=self.checkpoint)
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
         last = batch[-1]
         await self._save_checkpoint(last.checkpoint)

@@ -4,6 +4,7 @@ errors as problems, serves `/health` and `/metrics`, and installs the middleware
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -14,9 +15,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from infra.breakers import BreakerOpen
+from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.middleware import BearerAuth, RequestContext, WriteBodyGuard
-from infra.problems import MalformedJson, Problem, ValidationFailed, problem_response, render
+from infra.problems import (
+    MalformedJson,
+    Problem,
+    ServiceUnavailable,
+    ValidationFailed,
+    problem_response,
+    render,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,20 @@ def _install_problem_handlers(app: FastAPI) -> None:
             headers=error.headers,
             instance=request.url.path,
         )
+
+    @app.exception_handler(BreakerOpen)
+    async def on_breaker_open(request: Request, error: BreakerOpen) -> Response:
+        retry_after = max(1, math.ceil(error.retry_after))
+        problem = ServiceUnavailable(str(error), retry_after_seconds=retry_after)
+        return render(problem, request.url.path)
+
+    for down in DATABASE_DOWN:
+
+        @app.exception_handler(down)
+        async def on_dependency_down(request: Request, error: Exception) -> Response:
+            log.warning("dependency down on %s %s: %r", request.method, request.url.path, error)
+            problem = ServiceUnavailable("a dependency is unreachable; retry shortly")
+            return render(problem, request.url.path)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:
