@@ -7,11 +7,13 @@ Values come from the environment (names below) and fall back to what a local mes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_JWT_SECRET = "cloudnet-local-development-secret"
 
 
 class Settings(BaseSettings):
@@ -23,24 +25,34 @@ class Settings(BaseSettings):
         default="postgresql://postgres@127.0.0.1:5432/cloudnet",
         validation_alias="DATABASE_URL",
     )
+    #: Where the query side reads (a streaming replica in compose); None: `database_url`.
+    read_database_url: str | None = Field(default=None, validation_alias="READ_DATABASE_URL")
     amqp_url: str = Field(
         default="amqp://guest:guest@127.0.0.1:5672/",
         validation_alias="AMQP_URL",
     )
     consul_http_addr: str | None = Field(default=None, validation_alias="CONSUL_HTTP_ADDR")
 
-    jwt_secret: str = "cloudnet-local-development-secret"
+    jwt_secret: str = DEVELOPMENT_JWT_SECRET
     jwt_audience: str = "cloudnet"
+    #: `compose` (the containerised mesh) refuses the public development JWT secret.
+    environment: Literal["local", "compose"] = "local"
 
     #: Where this process listens (each HTTP service and each worker's /health + /metrics).
     host: str = "127.0.0.1"
     port: int = 8000
     #: Unique name of this process instance, e.g. `command-1`; used in logs and discovery.
     instance: str = "local"
+    #: The host other processes and Consul reach this one at; None: `host`, or this machine's
+    #: hostname when `host` listens on every interface.
+    advertise_address: str | None = None
     log_level: str = "INFO"
 
     db_pool_min: int = 2
     db_pool_max: int = 10
+    #: A dead database must not hang requests: connecting and each statement are bounded.
+    db_connect_timeout_seconds: float = 2.0
+    db_command_timeout_seconds: float = 10.0
 
     #: RabbitMQ topic exchange the relay publishes event batches to.
     exchange: str = "cloudnet.events"
@@ -54,6 +66,9 @@ class Settings(BaseSettings):
     #: is no Consul (comma-separated base URLs; the local launcher fills it in).
     boot_delay_seconds: float = 1.0
     command_api_urls: str = "http://127.0.0.1:8000"
+    #: OpenTelemetry traces: "none" (default), "console" (development) or "otlp" (a collector).
+    tracing: str = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     #: Circuit breakers: failures before opening, seconds before a half-open probe.
     breaker_threshold: int = 5
     breaker_ttl_seconds: float = 5.0
@@ -67,3 +82,14 @@ class Settings(BaseSettings):
     #: Requests per second the gateway lets one client address make (burst: twice as many);
     #: beyond that it answers 429. See https://nginx.org/en/docs/http/ngx_http_limit_req_module.html
     gateway_rate_limit: int = 1000
+
+    @model_validator(mode="after")
+    def _no_public_secret_in_compose(self) -> Self:
+        weak = self.jwt_secret == DEVELOPMENT_JWT_SECRET or len(self.jwt_secret) < 32
+        if self.environment == "compose" and weak:
+            # HS256 keys shorter than the hash (32 bytes) are weak (RFC 7518, section 3.2).
+            raise ValueError(
+                "CLOUDNET_JWT_SECRET must be a private secret of at least 32 characters "
+                "when CLOUDNET_ENVIRONMENT=compose"
+            )
+        return self
