@@ -116,6 +116,15 @@ LIMIT $3
 """
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool connection released without asyncpg's reset query (UNLISTEN, RESET ALL, advisory
+    unlock...): it costs a round trip per request and cloudnet keeps no session state on pooled
+    connections (LISTEN and session locks live on dedicated connections)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def init_connection(connection: asyncpg.Connection) -> None:
     """Decode json/jsonb with orjson on every pooled connection."""
     for type_name in ("json", "jsonb"):
@@ -197,6 +206,7 @@ class EventStore:
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
+            connection_class=PooledConnection,
             timeout=connect_timeout,
             command_timeout=command_timeout,
         )

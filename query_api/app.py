@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from events.store import init_connection
+from events.store import PooledConnection, init_connection
 from infra.breakers import Breakers
 from infra.http.app import create_service_app
 from infra.settings import Settings
@@ -24,6 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=init_connection,
+            connection_class=PooledConnection,
             timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
         )
