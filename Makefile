@@ -11,7 +11,7 @@ APT_BINARIES := /usr/sbin/nginx /usr/bin/prometheus /usr/bin/promtool \
                 /usr/bin/prometheus-node-exporter /usr/bin/prometheus-postgres-exporter \
                 /usr/bin/prometheus-nginx-exporter
 
-.PHONY: up down status test unit integration e2e lint deps system-deps clean
+.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store
 
 up: deps ## Start the whole mesh in the background (gateway on :8080)
 	$(VENV)/bin/cloudnet up
@@ -59,3 +59,6 @@ system-deps:
 
 clean: down
 	rm -rf $(VENV) .tools .cloudnet
+
+bench-store: deps ## Event store throughput next to raw asyncpg, same run
+	$(PY) -m benchmarks.eventstore

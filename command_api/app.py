@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from command_api import errors, routes
 from events import EventStore
 from infra.breakers import Breakers
+from infra.consul import register
 from infra.http.app import create_service_app
 from infra.settings import Settings
 
@@ -26,7 +27,8 @@ def create_app(settings: Settings) -> FastAPI:
             command_timeout=settings.db_command_timeout_seconds,
         )
         try:
-            yield
+            async with register(settings, "command_api", "api"):
+                yield
         finally:
             await app.state.store.close()
 

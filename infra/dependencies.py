@@ -10,6 +10,8 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    # A pooled connection that broke mid-operation while the server went away.
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from infra.consul import ConsulDiscovery
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 
 class NoInstances(Exception):
@@ -19,7 +24,11 @@ class ServiceDiscovery(Protocol):
     """Healthy instances of a service, as base URLs (`http://host:port`)."""
 
     async def instances(self, service: str) -> list[str]:
-        """Every healthy instance now; may be cached by the adapter."""
+        """Every healthy instance now; may be cached by the adapter. The list is the caller's."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop what the adapter runs in the background and release its connections."""
         ...
 
 
@@ -31,6 +40,18 @@ class StaticDiscovery:
 
     async def instances(self, service: str) -> list[str]:
         return list(self.services.get(service, []))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def discovery_from_settings(
+    settings: Settings, static: dict[str, Sequence[str]]
+) -> ServiceDiscovery:
+    """Consul when `CONSUL_HTTP_ADDR` is set, else the `static` instances per service."""
+    if settings.consul_http_addr:
+        return ConsulDiscovery(settings.consul_http_addr)
+    return StaticDiscovery(static)
 
 
 class RoundRobin:

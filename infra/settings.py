@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     port: int = 8000
     #: Unique name of this process instance, e.g. `command-1`; used in logs and discovery.
     instance: str = "local"
-    #: The host other processes and Consul reach this one at; None: `host`, or this machine's
-    #: hostname when `host` listens on every interface.
+    #: The host other processes and Consul reach this one at; None: `host`, or the address this
+    #: machine's hostname resolves to when `host` listens on every interface (a container).
     advertise_address: str | None = None
     log_level: str = "INFO"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from infra.consul import register
 from infra.http.app import HealthCheck, create_service_app
 from infra.settings import Settings
 
@@ -33,7 +34,8 @@ def create_worker_app(
         for task in tasks:
             task.add_done_callback(_exit_when_crashed)
         try:
-            yield
+            async with register(settings, service, "worker"):
+                yield
         finally:
             for task in tasks:
                 task.cancel()

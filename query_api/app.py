@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from events.store import PooledConnection, init_connection
 from infra.breakers import Breakers
+from infra.consul import register
 from infra.http.app import create_service_app
 from infra.settings import Settings
 from query_api import routes
@@ -20,7 +21,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await asyncpg.create_pool(
-            settings.database_url,
+            # The query side may read a streaming replica; read-your-writes still holds because
+            # X-Min-Position waits on the checkpoints the replica has replayed.
+            settings.read_database_url or settings.database_url,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=init_connection,
@@ -29,7 +32,8 @@ def create_app(settings: Settings) -> FastAPI:
             command_timeout=settings.db_command_timeout_seconds,
         )
         try:
-            yield
+            async with register(settings, "query_api", "api"):
+                yield
         finally:
             await app.state.pool.close()
 

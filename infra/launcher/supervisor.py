@@ -76,6 +76,10 @@ class Supervisor:
         # wait=False: `up` waits on every program's health itself, with one deadline.
         self._server.supervisor.startProcess(name, False)
 
+    def stop(self, name: str) -> None:
+        """Stop one program and wait until it has exited (fault tests, operators)."""
+        self._server.supervisor.stopProcess(name, True)
+
     def shutdown(self) -> None:
         """Stop every program (highest priority number first), then supervisord itself exits."""
         self._server.supervisor.shutdown()

@@ -11,7 +11,7 @@ from faststream.rabbit import RabbitBroker
 
 from events.store import EventStore
 from infra.breakers import Breakers
-from infra.discovery import RoundRobin, StaticDiscovery
+from infra.discovery import RoundRobin, discovery_from_settings
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
@@ -35,8 +35,10 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     subscribe(broker, settings.exchange, runner)
     await broker.start()
     await runner.catch_up()  # what was published before the queue existed
-    discovery = StaticDiscovery(
-        {COMMAND_SERVICE: [url.strip() for url in settings.command_api_urls.split(",") if url]}
+    # Consul's healthy instances when CONSUL_HTTP_ADDR is set, else what the launcher wrote.
+    discovery = discovery_from_settings(
+        settings,
+        {COMMAND_SERVICE: [url.strip() for url in settings.command_api_urls.split(",") if url]},
     )
     http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
     client = CommandServiceClient(
@@ -49,6 +51,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
 
     async def cleanup() -> None:
         await broker.stop()
+        await discovery.aclose()
         await http.aclose()
         await store.close()
 

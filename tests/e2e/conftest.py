@@ -4,6 +4,7 @@ stopped by `cloudnet down`, which must leave no process and no bound port behind
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -110,6 +111,13 @@ def mesh_ports(state_dir: Path, env: dict[str, str]) -> list[int]:
 
 @pytest.fixture(scope="session")
 def mesh() -> Iterator[Mesh]:
+    with running_mesh() as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_mesh() -> Iterator[Mesh]:
+    """A whole mesh of its own (fault tests break theirs without disturbing the others)."""
     state_dir = Path(tempfile.mkdtemp(prefix="cloudnet-e2e-"))
     state_dir.chmod(0o755)  # PostgreSQL runs as the postgres user and must reach its data
     base = free_port_block()
