@@ -14,7 +14,7 @@ from events.contracts import (
 
 if TYPE_CHECKING:
     from events import RecordedEvent
-    from projectors.projection import DbConnection
+    from projectors.projection import Statement
 
 _STATE_AFTER = {
     InstanceStarted: "running",
@@ -61,31 +61,40 @@ class InstancesProjection:
     def create_view(self) -> list[str]:
         return [f"CREATE OR REPLACE VIEW rm_instances AS SELECT * FROM {self.table}"]
 
-    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+    def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
-            await connection.execute(
-                f"""INSERT INTO {self.table} (id, tenant_id, name, subnet_id, network_id, size,
+            return [
+                (
+                    f"""INSERT INTO {self.table} (id, tenant_id, name, subnet_id, network_id, size,
                     ip, state, created_at, updated_at, version, last_position)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $9, $10)""",
-                contract.instance_id,
-                event.tenant_id,
-                contract.name,
-                contract.subnet_id,
-                contract.network_id,
-                contract.size,
-                contract.ip,
-                event.recorded_at,
-                event.stream_version,
-                event.position,
-            )
-        elif isinstance(contract, InstanceStarted | InstanceStopped | InstanceTerminated):
-            await connection.execute(
-                f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
+                    (
+                        contract.instance_id,
+                        event.tenant_id,
+                        contract.name,
+                        contract.subnet_id,
+                        contract.network_id,
+                        contract.size,
+                        contract.ip,
+                        event.recorded_at,
+                        event.stream_version,
+                        event.position,
+                    ),
+                )
+            ]
+        if isinstance(contract, InstanceStarted | InstanceStopped | InstanceTerminated):
+            return [
+                (
+                    f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
                     last_position = $5 WHERE id = $1""",
-                contract.instance_id,
-                _STATE_AFTER[type(contract)],
-                event.recorded_at,
-                event.stream_version,
-                event.position,
-            )
+                    (
+                        contract.instance_id,
+                        _STATE_AFTER[type(contract)],
+                        event.recorded_at,
+                        event.stream_version,
+                        event.position,
+                    ),
+                )
+            ]
+        return []

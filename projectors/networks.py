@@ -15,7 +15,7 @@ from events.contracts import (
 
 if TYPE_CHECKING:
     from events import RecordedEvent
-    from projectors.projection import DbConnection
+    from projectors.projection import Statement
 
 
 class NetworksProjection:
@@ -48,39 +48,46 @@ class NetworksProjection:
     def create_view(self) -> list[str]:
         return [f"CREATE OR REPLACE VIEW rm_networks AS SELECT * FROM {self.table}"]
 
-    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+    def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, NetworkCreated):
-            await connection.execute(
-                f"""INSERT INTO {self.table}
+            return [
+                (
+                    f"""INSERT INTO {self.table}
                     (id, tenant_id, name, cidr, created_at, updated_at, version, last_position)
                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7)""",
-                contract.network_id,
-                event.tenant_id,
-                contract.name,
-                contract.cidr,
-                event.recorded_at,
-                event.stream_version,
-                event.position,
-            )
-        elif isinstance(contract, NetworkDeleted):
-            await connection.execute(f"DELETE FROM {self.table} WHERE id = $1", contract.network_id)
-        elif isinstance(contract, NetworkRenamed | SubnetAttached | SubnetDetached):
-            change = {
-                NetworkRenamed: "name = $5",
-                SubnetAttached: "subnet_count = subnet_count + 1",
-                SubnetDetached: "subnet_count = subnet_count - 1",
-            }[type(contract)]
-            arguments = [
-                contract.network_id,
-                event.recorded_at,
-                event.stream_version,
-                event.position,
+                    (
+                        contract.network_id,
+                        event.tenant_id,
+                        contract.name,
+                        contract.cidr,
+                        event.recorded_at,
+                        event.stream_version,
+                        event.position,
+                    ),
+                )
             ]
-            if isinstance(contract, NetworkRenamed):
-                arguments.append(contract.name)
-            await connection.execute(
+        if isinstance(contract, NetworkDeleted):
+            return [(f"DELETE FROM {self.table} WHERE id = $1", (contract.network_id,))]
+        if not isinstance(contract, NetworkRenamed | SubnetAttached | SubnetDetached):
+            return []
+        change = {
+            NetworkRenamed: "name = $5",
+            SubnetAttached: "subnet_count = subnet_count + 1",
+            SubnetDetached: "subnet_count = subnet_count - 1",
+        }[type(contract)]
+        arguments: tuple[object, ...] = (
+            contract.network_id,
+            event.recorded_at,
+            event.stream_version,
+            event.position,
+        )
+        if isinstance(contract, NetworkRenamed):
+            arguments += (contract.name,)
+        return [
+            (
                 f"""UPDATE {self.table} SET {change}, updated_at = $2, version = $3,
-                    last_position = $4 WHERE id = $1""",
-                *arguments,
+                last_position = $4 WHERE id = $1""",
+                arguments,
             )
+        ]

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
     DbConnection: TypeAlias = Connection | PoolConnectionProxy[Any]
 
+#: One SQL statement and its arguments.
+Statement: TypeAlias = tuple[str, tuple[Any, ...]]
+
 
 class Projection(Protocol):
     """A read model built from events. `name` is the plain (view) name without `rm_`."""
@@ -35,8 +38,10 @@ class Projection(Protocol):
         """DDL that points the plain-named view(s) at this version's tables."""
         ...
 
-    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
-        """Apply one event inside the caller's transaction; unknown types are ignored."""
+    def statements(self, event: RecordedEvent) -> list[Statement]:
+        """The SQL that applies one event (none for types it ignores). Pure: the runtime runs
+        them in the batch's transaction, consecutive runs of one statement as one pipelined
+        `executemany`."""
         ...
 
 

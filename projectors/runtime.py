@@ -18,7 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -75,11 +75,17 @@ class _Poisoned(Exception):
         self.event, self.error = event, error
 
 
+class _BatchFailed(Exception):
+    """A pipelined run failed; which event is to blame is found by applying one by one."""
+
+
 async def apply_batch(
     connection: DbConnection,
     projection: Projection,
     events: list[RecordedEvent],
     previous: Checkpoint | None,
+    *,
+    pipelined: bool = True,
 ) -> tuple[Outcome, list[RecordedEvent]]:
     """Apply, in the caller's transaction, the events the checkpoint does not cover yet."""
     key = checkpoint_key(projection)
@@ -89,16 +95,54 @@ async def apply_batch(
     if previous is not None and previous > current.checkpoint:
         return Outcome.GAP, []
     fresh = [event for event in events if event.checkpoint > current.checkpoint]
-    for event in fresh:
+    if pipelined:
+        await _apply_pipelined(connection, projection, fresh)
+    else:
+        await _apply_one_by_one(connection, projection, fresh)
+    if fresh:
+        await checkpoints.save_checkpoint(connection, key, fresh[-1].checkpoint)
+    return Outcome.APPLIED, fresh
+
+
+async def _apply_pipelined(
+    connection: DbConnection, projection: Projection, events: list[RecordedEvent]
+) -> None:
+    # Consecutive runs of one statement go as one `executemany` (pipelined by asyncpg): the
+    # order of every row's changes is kept, and a catch-up costs few round trips.
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for event in events:
         try:
-            await projection.apply(connection, event)
+            statements = projection.statements(event)
+        except Exception as error:
+            raise _Poisoned(event, error) from error
+        for sql, arguments in statements:
+            if runs and runs[-1][0] == sql:
+                runs[-1][1].append(arguments)
+            else:
+                runs.append((sql, [arguments]))
+    try:
+        for sql, rows in runs:
+            if len(rows) == 1:
+                await connection.execute(sql, *rows[0])
+            else:
+                await connection.executemany(sql, rows)
+    except TRANSIENT:
+        raise
+    except Exception as error:
+        raise _BatchFailed(str(error)) from error
+
+
+async def _apply_one_by_one(
+    connection: DbConnection, projection: Projection, events: list[RecordedEvent]
+) -> None:
+    for event in events:
+        try:
+            for sql, arguments in projection.statements(event):
+                await connection.execute(sql, *arguments)
         except TRANSIENT:
             raise
         except Exception as error:
             raise _Poisoned(event, error) from error
-    if fresh:
-        await checkpoints.save_checkpoint(connection, key, fresh[-1].checkpoint)
-    return Outcome.APPLIED, fresh
 
 
 class ProjectionRunner:
@@ -125,13 +169,26 @@ class ProjectionRunner:
     async def apply(self, events: list[RecordedEvent], previous: Checkpoint | None) -> Outcome:
         """Apply one batch in one transaction; a poison event is dead-lettered (see module)."""
         try:
-            async with self.store.pool.acquire() as connection, connection.transaction():
-                projection = await self.current(connection)
-                outcome, fresh = await apply_batch(connection, projection, events, previous)
+            try:
+                outcome, fresh, projection = await self._apply_in_transaction(events, previous)
+            except _BatchFailed:  # rolled back: again one event at a time, to find the culprit
+                outcome, fresh, projection = await self._apply_in_transaction(
+                    events, previous, pipelined=False
+                )
         except _Poisoned as poisoned:
             return await self._dead_letter(events, previous, poisoned)
         self._measure(checkpoint_key(projection), len(events), fresh, outcome)
         return outcome
+
+    async def _apply_in_transaction(
+        self, events: list[RecordedEvent], previous: Checkpoint | None, pipelined: bool = True
+    ) -> tuple[Outcome, list[RecordedEvent], Projection]:
+        async with self.store.pool.acquire() as connection, connection.transaction():
+            projection = await self.current(connection)
+            outcome, fresh = await apply_batch(
+                connection, projection, events, previous, pipelined=pipelined
+            )
+        return outcome, fresh, projection
 
     async def catch_up(self, until: Checkpoint | None = None) -> int:
         """Read from the store and apply until the head (or past `until`); events applied."""
@@ -154,7 +211,9 @@ class ProjectionRunner:
             key = checkpoint_key(projection)
             poison = poisoned.event
             good = [e for e in events if e.checkpoint < poison.checkpoint]
-            outcome, applied = await apply_batch(connection, projection, good, previous)
+            outcome, applied = await apply_batch(
+                connection, projection, good, previous, pipelined=False
+            )
             await checkpoints.dead_letter(connection, key, poison, poisoned.error)
         log.error(
             "projection %s halted at poison event %s (position %s): %s",

@@ -15,7 +15,7 @@ from events.contracts import (
 
 if TYPE_CHECKING:
     from events import RecordedEvent
-    from projectors.projection import DbConnection
+    from projectors.projection import Statement
 
 #: Reserved per subnet, as in AWS: the first four addresses and the last.
 RESERVED = 5
@@ -55,34 +55,43 @@ class SubnetsProjection:
             f"CREATE OR REPLACE VIEW rm_subnets AS SELECT *, total - used AS free FROM {self.table}"
         ]
 
-    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+    def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, SubnetCreated):
             total = max(0, ipaddress.IPv4Network(contract.cidr).num_addresses - RESERVED)
-            await connection.execute(
-                f"""INSERT INTO {self.table} (id, tenant_id, network_id, name, cidr, total,
+            return [
+                (
+                    f"""INSERT INTO {self.table} (id, tenant_id, network_id, name, cidr, total,
                     created_at, updated_at, version, last_position)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)""",
-                contract.subnet_id,
-                event.tenant_id,
-                contract.network_id,
-                contract.name,
-                contract.cidr,
-                total,
-                event.recorded_at,
-                event.stream_version,
-                event.position,
-            )
-        elif isinstance(contract, IpAllocated | IpReleased):
+                    (
+                        contract.subnet_id,
+                        event.tenant_id,
+                        contract.network_id,
+                        contract.name,
+                        contract.cidr,
+                        total,
+                        event.recorded_at,
+                        event.stream_version,
+                        event.position,
+                    ),
+                )
+            ]
+        if isinstance(contract, IpAllocated | IpReleased):
             delta = 1 if isinstance(contract, IpAllocated) else -1
-            await connection.execute(
-                f"""UPDATE {self.table} SET used = used + $2, updated_at = $3, version = $4,
+            return [
+                (
+                    f"""UPDATE {self.table} SET used = used + $2, updated_at = $3, version = $4,
                     last_position = $5 WHERE id = $1""",
-                contract.subnet_id,
-                delta,
-                event.recorded_at,
-                event.stream_version,
-                event.position,
-            )
-        elif isinstance(contract, SubnetDeleted):
-            await connection.execute(f"DELETE FROM {self.table} WHERE id = $1", contract.subnet_id)
+                    (
+                        contract.subnet_id,
+                        delta,
+                        event.recorded_at,
+                        event.stream_version,
+                        event.position,
+                    ),
+                )
+            ]
+        if isinstance(contract, SubnetDeleted):
+            return [(f"DELETE FROM {self.table} WHERE id = $1", (contract.subnet_id,))]
+        return []

@@ -9,7 +9,7 @@ from events.contracts import InstanceLaunched, InstanceStarted, InstanceTerminat
 
 if TYPE_CHECKING:
     from events import RecordedEvent
-    from projectors.projection import DbConnection
+    from projectors.projection import Statement
 
 
 class PendingBoots:
@@ -40,18 +40,21 @@ class PendingBoots:
     def create_view(self) -> list[str]:
         return []
 
-    async def apply(self, connection: DbConnection, event: RecordedEvent) -> None:
+    def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
-            await connection.execute(
-                f"INSERT INTO {self.table} (instance_id, tenant_id, due_at, traceparent) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                contract.instance_id,
-                event.tenant_id,
-                event.recorded_at + self.boot_delay,
-                event.metadata.get("traceparent"),
-            )
-        elif isinstance(contract, InstanceStarted | InstanceTerminated):
-            await connection.execute(
-                f"DELETE FROM {self.table} WHERE instance_id = $1", contract.instance_id
-            )
+            return [
+                (
+                    f"INSERT INTO {self.table} (instance_id, tenant_id, due_at, traceparent) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    (
+                        contract.instance_id,
+                        event.tenant_id,
+                        event.recorded_at + self.boot_delay,
+                        event.metadata.get("traceparent"),
+                    ),
+                )
+            ]
+        if isinstance(contract, InstanceStarted | InstanceTerminated):
+            return [(f"DELETE FROM {self.table} WHERE instance_id = $1", (contract.instance_id,))]
+        return []

@@ -32,12 +32,12 @@ class Tally:
     def create_view(self) -> list[str]:
         return []
 
-    async def apply(self, connection: Any, event: RecordedEvent) -> None:
+    def statements(self, event: RecordedEvent) -> list[tuple[str, tuple[Any, ...]]]:
         if event.stream_id != self.stream_id:
-            return
+            return []
         if event.data["n"] in self.poison:
             raise ValueError(f"cannot tally {event.data['n']}")
-        await connection.execute(f"INSERT INTO {self.name}_v1 (n) VALUES ($1)", event.data["n"])
+        return [(f"INSERT INTO {self.name}_v1 (n) VALUES ($1)", (event.data["n"],))]
 
 
 @pytest.fixture
@@ -104,3 +104,23 @@ async def test_skip_moves_past_the_event_and_records_the_decision(
     assert decision.data["event_id"] == letter.event_id
     with pytest.raises(LookupError):
         await dead_letters.retry(store, letter.id)  # already resolved
+
+
+async def test_a_failing_statement_in_a_pipelined_run_is_pinned_to_its_event(
+    store: EventStore, tally: Tally
+) -> None:
+    # The third event repeats a key: the database refuses it inside a pipelined run, and the
+    # runner finds that very event by applying the batch again one event at a time.
+    numbers = [1, 2, 2, 3]
+    await store.append(tally.stream_id, [NewEvent("Tallied", {"n": n}) for n in numbers])
+    runner = ProjectionRunner(store, tally)
+    await runner.catch_up()
+    assert await tallied(store, tally) == [1, 2]
+    [letter] = [
+        d
+        for d in await dead_letters.open_dead_letters(store)
+        if d.projection == checkpoint_key(tally)
+    ]
+    assert "UniqueViolation" in letter.error
+    [third] = [e async for e in store.read_stream(tally.stream_id, from_version=3)][:1]
+    assert letter.event_id == str(third.event_id)
