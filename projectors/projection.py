@@ -40,8 +40,9 @@ class Projection(Protocol):
 
     def statements(self, event: RecordedEvent) -> list[Statement]:
         """The SQL that applies one event (none for types it ignores). Pure: the runtime runs
-        them in the batch's transaction, consecutive runs of one statement as one pipelined
-        `executemany`."""
+        them in the batch's transaction, many at once (pipelined `executemany`). Each statement
+        must touch only the row keyed by its first argument: changes to one row keep their
+        order, changes to different rows may be reordered within a batch."""
         ...
 
 

@@ -107,25 +107,31 @@ async def apply_batch(
 async def _apply_pipelined(
     connection: DbConnection, projection: Projection, events: list[RecordedEvent]
 ) -> None:
-    # Consecutive runs of one statement go as one `executemany` (pipelined by asyncpg): the
-    # order of every row's changes is kept, and a catch-up costs few round trips.
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    # Statements are grouped in layers: a row's n-th change of the batch goes to layer n, so
+    # each row's changes keep their order while, within a layer, every statement of one shape
+    # goes to the database as one `executemany` (pipelined by asyncpg). A catch-up of thousands
+    # of events then costs a handful of round trips. This relies on each statement touching
+    # only the row keyed by its first argument (see `Projection.statements`).
+    layers: list[dict[str, list[tuple[Any, ...]]]] = []
+    depth: dict[Any, int] = {}
     for event in events:
         try:
             statements = projection.statements(event)
         except Exception as error:
             raise _Poisoned(event, error) from error
         for sql, arguments in statements:
-            if runs and runs[-1][0] == sql:
-                runs[-1][1].append(arguments)
-            else:
-                runs.append((sql, [arguments]))
+            layer = depth.get(arguments[0], 0)
+            depth[arguments[0]] = layer + 1
+            if layer == len(layers):
+                layers.append({})
+            layers[layer].setdefault(sql, []).append(arguments)
     try:
-        for sql, rows in runs:
-            if len(rows) == 1:
-                await connection.execute(sql, *rows[0])
-            else:
-                await connection.executemany(sql, rows)
+        for layer_statements in layers:
+            for sql, rows in layer_statements.items():
+                if len(rows) == 1:
+                    await connection.execute(sql, *rows[0])
+                else:
+                    await connection.executemany(sql, rows)
     except TRANSIENT:
         raise
     except Exception as error:
