@@ -11,7 +11,7 @@ APT_BINARIES := /usr/sbin/nginx /usr/bin/prometheus /usr/bin/promtool \
                 /usr/bin/prometheus-node-exporter /usr/bin/prometheus-postgres-exporter \
                 /usr/bin/prometheus-nginx-exporter
 
-.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store
+.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store bench-load bench-gateway bench-connections bench-tools
 
 up: deps ## Start the whole mesh in the background (gateway on :8080)
 	$(VENV)/bin/cloudnet up
@@ -62,3 +62,28 @@ clean: down
 
 bench-store: deps ## Event store throughput next to raw asyncpg, same run
 	$(PY) -m benchmarks.eventstore
+
+# Through the gateway (docs/BENCHMARKS.md): each uses the mesh that is up in CLOUDNET_STATE_DIR,
+# else starts one on 127.0.0.1:24000+ (gateway :24126) and stops it afterwards. Extra options:
+# BENCH_ARGS="--seconds 60" (see `$(PY) -m benchmarks.<name> --help`).
+BENCH_ARGS ?=
+# wrk keeps one descriptor per connection: 10,000 connections need more than the usual 1,024.
+BENCH_OPEN_FILES := 65536
+
+bench-load: deps ## Realistic mix through the gateway (300 s): latency, errors, projection lag
+	$(PY) -m benchmarks.load $(BENCH_ARGS)
+
+bench-gateway: deps bench-tools ## wrk on 4 endpoints next to a minimal FastAPI app, same nginx
+	ulimit -n $(BENCH_OPEN_FILES) 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) -m benchmarks.gateway $(BENCH_ARGS)
+
+bench-connections: deps bench-tools ## 10,000 concurrent connections at the gateway (wrk)
+	ulimit -n $(BENCH_OPEN_FILES) 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) -m benchmarks.connections $(BENCH_ARGS)
+
+bench-tools: ## wrk from Debian (installed when missing and run as root)
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "wrk is missing; run as root or: sudo apt-get install wrk"; exit 1; fi; \
+	  echo "installing wrk from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; \
+	fi

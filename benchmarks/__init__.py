@@ -1,0 +1,1 @@
+"""Reproducible performance runs that print figures next to a baseline measured in the same run."""
