@@ -49,7 +49,11 @@ class InstancesProjection:
                 version       integer     NOT NULL,
                 last_position bigint      NOT NULL
             )""",
-            # Keyset pagination walks (tenant, created_at, id), optionally filtered.
+        ]
+
+    def create_indexes(self) -> list[str]:
+        # Keyset pagination walks (tenant, created_at, id), optionally filtered.
+        return [
             f"CREATE INDEX IF NOT EXISTS {self.table}_tenant "
             f"ON {self.table} (tenant_id, created_at, id)",
             f"CREATE INDEX IF NOT EXISTS {self.table}_subnet "

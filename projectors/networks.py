@@ -41,6 +41,10 @@ class NetworksProjection:
                 version       integer     NOT NULL,
                 last_position bigint      NOT NULL
             )""",
+        ]
+
+    def create_indexes(self) -> list[str]:
+        return [
             f"CREATE INDEX IF NOT EXISTS {self.table}_tenant "
             f"ON {self.table} (tenant_id, created_at, id)",
         ]

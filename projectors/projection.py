@@ -31,7 +31,11 @@ class Projection(Protocol):
         ...
 
     def create_tables(self) -> list[str]:
-        """DDL for this version's tables (idempotent: `IF NOT EXISTS`)."""
+        """DDL for this version's tables, without secondary indexes (`IF NOT EXISTS`)."""
+        ...
+
+    def create_indexes(self) -> list[str]:
+        """DDL for the secondary indexes (a rebuild adds them after the bulk load)."""
         ...
 
     def create_view(self) -> list[str]:

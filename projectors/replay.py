@@ -104,6 +104,24 @@ async def build(
             await connection.execute(statement)
         await checkpoints.reset_checkpoint(connection, key)
     report = Progress(projection.name, total=await _event_count(store))
+    # Secondary indexes come after the bulk load: building them once is far cheaper than
+    # maintaining them row by row.
+    await _load(store, projection, report, progress, until=until, batch_size=batch_size)
+    async with store.pool.acquire() as connection:
+        for statement in projection.create_indexes():
+            await connection.execute(statement)
+    return report.applied
+
+
+async def _load(
+    store: EventStore,
+    projection: Projection,
+    report: Progress,
+    progress: ProgressHook | None,
+    *,
+    until: Checkpoint | None,
+    batch_size: int,
+) -> None:
     runner = ProjectionRunner(store, projection, batch_size)
     after = ORIGIN
     while until is None or after < until:
@@ -118,7 +136,6 @@ async def build(
         report.applied += len(batch)
         if progress:
             progress(report)
-    return report.applied
 
 
 async def replay(

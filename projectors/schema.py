@@ -60,7 +60,7 @@ async def create_read_models(connection: asyncpg.Connection) -> None:
         await connection.execute(_DEAD_LETTERS_OPEN)
         first_versions = [factory(1) for factory in READ_MODELS.values()]
         for projection in first_versions + process_manager_state():
-            for statement in projection.create_tables():
+            for statement in projection.create_tables() + projection.create_indexes():
                 await connection.execute(statement)
             await connection.execute(
                 "INSERT INTO projection_checkpoints (projection) VALUES ($1) "

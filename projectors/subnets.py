@@ -46,6 +46,10 @@ class SubnetsProjection:
                 version       integer     NOT NULL,
                 last_position bigint      NOT NULL
             )""",
+        ]
+
+    def create_indexes(self) -> list[str]:
+        return [
             f"CREATE INDEX IF NOT EXISTS {self.table}_network "
             f"ON {self.table} (tenant_id, network_id, created_at, id)",
         ]

@@ -34,6 +34,10 @@ class PendingBoots:
                 attempts    integer     NOT NULL DEFAULT 0,
                 traceparent text
             )""",
+        ]
+
+    def create_indexes(self) -> list[str]:
+        return [
             f"CREATE INDEX IF NOT EXISTS {self.table}_due ON {self.table} (due_at)",
         ]
 

@@ -29,6 +29,9 @@ class Tally:
     def create_tables(self) -> list[str]:
         return [f"CREATE TABLE {self.name}_v1 (n integer PRIMARY KEY)"]
 
+    def create_indexes(self) -> list[str]:
+        return []
+
     def create_view(self) -> list[str]:
         return []
 
