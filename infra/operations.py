@@ -93,9 +93,28 @@ def replay(
     keep_old: Annotated[bool, typer.Option(help="Keep the previous version's tables")] = False,
     grace: Annotated[float, typer.Option(help="Seconds before the old version is dropped")] = 5.0,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+    from_position: Annotated[
+        int | None, typer.Option(help="Partial rebuild from here (where the model allows)")
+    ] = None,
+    to_position: Annotated[
+        int | None, typer.Option(help="With --dry-run: build the model as of this position")
+    ] = None,
 ) -> None:
     """Rebuild read models from the event store with no downtime (or --verify them)."""
     names = _names(read_model, all_models)
+    if from_position is not None:
+        # Every row of cloudnet's read models depends on its aggregate's earlier events (a
+        # network's subnet count, an instance's state), so none can start mid-history.
+        raise typer.BadParameter(
+            f"{', '.join(names)} cannot be rebuilt from a position: their rows depend on every "
+            "earlier event of their aggregate; rebuild from the start (no --from-position)",
+            param_hint="--from-position",
+        )
+    if to_position is not None and not dry_run:
+        raise typer.BadParameter(
+            "a model that stops in the past cannot go live; add --dry-run",
+            param_hint="--to-position",
+        )
     if verify:
         differing = with_store(ctx, lambda store: _verify_all(store, names))
         raise typer.Exit(1 if differing else 0)
@@ -111,6 +130,7 @@ def replay(
                     keep_old=keep_old,
                     grace_seconds=grace,
                     batch_size=batch_size,
+                    to_position=to_position,
                 )
             verb = "built (dry run, dropped)" if dry_run else f"live as {report.new_key}"
             console.print(

@@ -94,8 +94,10 @@ async def build(
     *,
     until: Checkpoint | None = None,
     batch_size: int = 5000,
+    to_position: int | None = None,
 ) -> int:
-    """Fresh tables for `projection`, filled from the store up to the head (or `until`)."""
+    """Fresh tables for `projection`, filled from the store up to the head (or `until`; or
+    only the events at or below `to_position`, for a dry run of the past)."""
     key = checkpoint_key(projection)
     async with store.pool.acquire() as connection, connection.transaction():
         for table in projection.tables():
@@ -106,7 +108,15 @@ async def build(
     report = Progress(projection.name, total=await _event_count(store))
     # Secondary indexes come after the bulk load: building them once is far cheaper than
     # maintaining them row by row.
-    await _load(store, projection, report, progress, until=until, batch_size=batch_size)
+    await _load(
+        store,
+        projection,
+        report,
+        progress,
+        until=until,
+        batch_size=batch_size,
+        to_position=to_position,
+    )
     async with store.pool.acquire() as connection:
         for statement in projection.create_indexes():
             await connection.execute(statement)
@@ -121,6 +131,7 @@ async def _load(
     *,
     until: Checkpoint | None,
     batch_size: int,
+    to_position: int | None = None,
 ) -> None:
     runner = ProjectionRunner(store, projection, batch_size)
     after = ORIGIN
@@ -130,9 +141,13 @@ async def _load(
             batch = [event for event in batch if event.checkpoint <= until]
         if not batch:
             break
-        if await runner.apply(batch, previous=after) is Outcome.HALTED:
+        read_to = batch[-1].checkpoint
+        previous: Checkpoint | None = after
+        if to_position is not None:  # the past: events committed later stay out
+            batch, previous = [e for e in batch if e.position <= to_position], None
+        if batch and await runner.apply(batch, previous=previous) is Outcome.HALTED:
             raise ReplayError("a poison event stopped the rebuild; see `cloudnet dlq list`")
-        after = batch[-1].checkpoint
+        after = read_to
         report.applied += len(batch)
         if progress:
             progress(report)
@@ -147,13 +162,16 @@ async def replay(
     keep_old: bool = False,
     grace_seconds: float = 5.0,
     batch_size: int = 5000,
+    to_position: int | None = None,
 ) -> ReplayReport:
     """Build the next version of read model `name` and make it live (see module docstring)."""
     factory = factory_of(name)
     started = time.monotonic()
     old_key = await live_key(store, name)
     projection = factory(await next_version(store, name))
-    applied = await build(store, projection, progress, batch_size=batch_size)
+    applied = await build(
+        store, projection, progress, batch_size=batch_size, to_position=to_position
+    )
     if dry_run:
         await drop(store, projection)
         return ReplayReport(

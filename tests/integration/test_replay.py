@@ -107,3 +107,28 @@ async def test_verify_reports_a_corrupted_row(
         f"UPDATE {table} SET name = 'intact' WHERE id = $1", created.json()["id"]
     )
     assert await replay.verify(store, "networks") == []
+
+
+async def test_a_dry_run_to_a_past_position_builds_the_model_as_it_was_and_drops_it(
+    mesh: ProjectionRunner,
+    store: EventStore,
+    command_client: httpx.AsyncClient,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    first = await command_client.post(
+        "/v1/networks", json={"name": "then", "cidr": "10.0.0.0/16"}, headers=auth
+    )
+    await command_client.post(
+        "/v1/networks", json={"name": "later", "cidr": "10.1.0.0/16"}, headers=auth
+    )
+    live = await replay.live_key(store, "networks")
+    report = await replay.replay(
+        store, "networks", dry_run=True, to_position=first.json()["position"]
+    )
+    assert not report.swapped
+    assert await replay.live_key(store, "networks") == live
+    assert report.events <= first.json()["position"]
+    dropped = await store.pool.fetchval("SELECT to_regclass($1)", f"rm_{report.new_key}")
+    assert dropped is None
