@@ -11,7 +11,7 @@ APT_BINARIES := /usr/sbin/nginx /usr/bin/prometheus /usr/bin/promtool \
                 /usr/bin/prometheus-node-exporter /usr/bin/prometheus-postgres-exporter \
                 /usr/bin/prometheus-nginx-exporter
 
-.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store bench-load bench-gateway bench-connections bench-tools
+.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store bench-load bench-gateway bench-connections bench-tools bench-replay
 
 up: deps ## Start the whole mesh in the background (gateway on :8080)
 	$(VENV)/bin/cloudnet up
@@ -87,3 +87,6 @@ bench-tools: ## wrk from Debian (installed when missing and run as root)
 	  echo "installing wrk from Debian"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; \
 	fi
+
+bench-replay: deps ## Replay events/s next to the raw read ceiling, same run
+	$(PY) -m benchmarks.replay
