@@ -8,6 +8,7 @@ again, a bounded number of times with jitter. Only a real rule violation reaches
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from events.model import AppendResult, IdempotencyRecord
 from infra.telemetry import current_traceparent, tracer
 
 S = TypeVar("S")
+log = logging.getLogger(__name__)
 
 # Enough for a few dozen writers racing on one stream (each round, one of them wins).
 MAX_ATTEMPTS = 30
@@ -203,6 +205,10 @@ async def execute(
             return replay(reused.record)
         record_appended(appends, results)
         status, body = answer(results)
+        log.info(
+            "command committed",
+            extra={"streams": streams, "position": body["position"], "status": status},
+        )
         await keep_snapshots(
             store, decision, dict(zip(streams, results, strict=True)), context.tenant_id
         )

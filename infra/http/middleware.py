@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 
 from infra.auth import READ_SCOPE, WRITE_SCOPE, verify_token
+from infra.logs import REQUEST_ID, TENANT
 from infra.problems import PayloadTooLarge, Problem, UnsupportedMediaType, render
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class RequestContext:
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)
         status = 500
         started = time.perf_counter()
 
@@ -127,4 +129,5 @@ class BearerAuth:
             await render(problem, instance=scope["path"])(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        TENANT.set(principal.tenant)
         await self.app(scope, receive, send)
