@@ -53,8 +53,13 @@ class Instance(BaseHTTPRequestHandler):
         pass
 
 
+class StandIn(ThreadingHTTPServer):
+    # The default backlog (5) refuses connections when the gateway opens dozens at once.
+    request_queue_size = 512
+
+
 def serve(port: int, upstream: str) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port), Instance)
+    server = StandIn(("127.0.0.1", port), Instance)
     server.upstream = upstream  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
