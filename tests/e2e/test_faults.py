@@ -130,6 +130,15 @@ async def converged(load: WriteLoad, within: float = 60.0) -> list[dict[str, Any
             await asyncio.sleep(0.5)
 
 
+def report(fault: str, load: WriteLoad, **figures: object) -> None:
+    """One line per fault for docs/RELIABILITY.md (shown with `pytest -s`)."""
+    measured = ", ".join(f"{k}={v}" for k, v in figures.items())
+    print(
+        f"\nRELIABILITY | {fault} | statuses {dict(load.statuses)}, "
+        f"slowest {load.slowest:.2f} s, {len(load.created)} created {measured}"
+    )
+
+
 async def assert_nothing_lost(mesh: Mesh, load: WriteLoad) -> None:
     assert not load.problems, load.problems[:5]
     assert load.created, "no command succeeded"
@@ -149,6 +158,7 @@ async def test_sigkilled_projectors_under_write_load(broken: Mesh) -> None:
         await load.during(2.0)
     assert set(load.statuses) == {201}
     await assert_nothing_lost(broken, load)
+    report("SIGKILL both projectors under write load", load)
 
 
 async def test_rabbitmq_restart_under_write_load(broken: Mesh) -> None:
@@ -160,6 +170,7 @@ async def test_rabbitmq_restart_under_write_load(broken: Mesh) -> None:
         await load.during(3.0)
     assert set(load.statuses) == {201}  # the store is the truth: commands never needed the broker
     await assert_nothing_lost(broken, load)
+    report("RabbitMQ stopped 2 s and restarted under write load", load)
 
 
 async def test_postgresql_restart_under_write_load(broken: Mesh) -> None:
@@ -178,6 +189,7 @@ async def test_postgresql_restart_under_write_load(broken: Mesh) -> None:
     assert set(load.statuses) <= {201, 503}  # ...with 503 + Retry-After, never a 500
     assert load.slowest < 15, load.slowest  # bounded, nothing hangs
     await assert_nothing_lost(broken, load)
+    report("PostgreSQL stopped 3 s and restarted under write load", load, while_down=dict(down))
 
 
 async def test_sigkilled_relay_leader_hands_over_to_the_standby(broken: Mesh) -> None:
@@ -193,7 +205,9 @@ async def test_sigkilled_relay_leader_hands_over_to_the_standby(broken: Mesh) ->
         killed_at = time.monotonic()
         await load.during(1.0)
     await assert_nothing_lost(broken, load)
-    assert time.monotonic() - killed_at < 30  # the standby took over within seconds
+    took_over = time.monotonic() - killed_at
+    assert took_over < 30  # the standby took over within seconds
+    report("SIGKILL the relay leader under write load", load, all_visible_after=f"{took_over:.1f}s")
 
 
 async def test_republishing_everything_changes_no_read_model(broken: Mesh) -> None:
@@ -205,6 +219,7 @@ async def test_republishing_everything_changes_no_read_model(broken: Mesh) -> No
     check = broken.run("check", timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
     assert await converged(load) == before
+    report("republish every event (duplicates)", load, read_model="unchanged")
 
 
 async def test_dead_consumers_let_queues_grow_and_lose_nothing(broken: Mesh) -> None:
@@ -216,7 +231,32 @@ async def test_dead_consumers_let_queues_grow_and_lose_nothing(broken: Mesh) -> 
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue("cloudnet.events.networks", passive=True)
-        assert queue.declaration_result.message_count > 0  # waiting, not dropped
+        waiting = queue.declaration_result.message_count
+        assert waiting > 0  # waiting, not dropped
+    await alert_raised(broken, "CloudnetTargetDown", job="projector")
     for name in pids(broken, "projector"):
         supervisor(broken).start(name)
     await assert_nothing_lost(broken, load)
+    report(
+        "both projectors stopped under write load",
+        load,
+        queued_batches=waiting,
+        alert="CloudnetTargetDown raised",
+    )
+
+
+async def alert_raised(mesh: Mesh, alert: str, **labels: str) -> None:
+    """Prometheus holds the alert pending (its `for:` not yet over) or firing."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=mesh.prometheus_url, timeout=10) as client:
+        while True:
+            alerts = (await client.get("/api/v1/alerts")).json()["data"]["alerts"]
+            if any(
+                a["labels"].get("alertname") == alert
+                and all(a["labels"].get(k) == v for k, v in labels.items())
+                and a["state"] in {"pending", "firing"}
+                for a in alerts
+            ):
+                return
+            assert time.monotonic() < deadline, f"{alert} never raised: {alerts}"
+            await asyncio.sleep(1)
