@@ -19,7 +19,7 @@ from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
 from projectors.catalog import READ_MODELS
-from projectors.consumer import subscribe
+from projectors.consumer import consumer_health, subscribe
 from projectors.runtime import TRANSIENT, LiveProjection
 
 settings = Settings()
@@ -58,10 +58,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
 
 
 async def health() -> tuple[bool, dict[str, Any]]:
-    broker_up = await broker.ping(timeout=1.0)
-    checkpoints = {runner.name: str(await runner.checkpoint()) for runner in runners}
-    detail = {"broker": "up" if broker_up else "down", "checkpoints": checkpoints}
-    return broker_up and bool(runners), detail
+    return await consumer_health(broker, list(runners))
 
 
 serve(

@@ -8,6 +8,8 @@ See https://faststream.ag2.ai/latest/rabbit/ack/
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 from opentelemetry.trace import SpanKind
@@ -48,3 +50,13 @@ def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> 
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"projection.{runner.name}",
     )(on_batch)
+
+
+async def consumer_health(
+    broker: RabbitBroker, runners: list[ProjectionRunner]
+) -> tuple[bool, dict[str, Any]]:
+    """Ready when the broker answers and the projections run; their checkpoints as detail."""
+    broker_up = await broker.ping(timeout=1.0)
+    checkpoints = {runner.key: str(await runner.checkpoint()) for runner in runners}
+    detail = {"broker": "up" if broker_up else "down", "checkpoints": checkpoints}
+    return broker_up and bool(runners), detail

@@ -11,6 +11,7 @@ from events.contracts import (
     InstanceTerminated,
     decode_recorded,
 )
+from projectors.projection import VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -23,15 +24,8 @@ _STATE_AFTER = {
 }
 
 
-class InstancesProjection:
+class InstancesProjection(VersionedTable):
     name = "instances"
-
-    def __init__(self, version: int = 1) -> None:
-        self.version = version
-        self.table = f"rm_instances_v{version}"
-
-    def tables(self) -> list[str]:
-        return [self.table]
 
     def create_tables(self) -> list[str]:
         return [

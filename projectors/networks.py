@@ -12,21 +12,15 @@ from events.contracts import (
     SubnetDetached,
     decode_recorded,
 )
+from projectors.projection import VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
     from projectors.projection import Statement
 
 
-class NetworksProjection:
+class NetworksProjection(VersionedTable):
     name = "networks"
-
-    def __init__(self, version: int = 1) -> None:
-        self.version = version
-        self.table = f"rm_networks_v{version}"
-
-    def tables(self) -> list[str]:
-        return [self.table]
 
     def create_tables(self) -> list[str]:
         return [

@@ -53,3 +53,17 @@ class Projection(Protocol):
 def checkpoint_key(projection: Projection) -> str:
     """The checkpoint row of one version of a projection, e.g. `networks_v1`."""
     return f"{projection.name}_v{projection.version}"
+
+
+class VersionedTable:
+    """What a read model kept in one table shares: its versioned name (`rm_<name>_v<n>`)."""
+
+    name: str
+    table_prefix = "rm_"
+
+    def __init__(self, version: int = 1) -> None:
+        self.version = version
+        self.table = f"{self.table_prefix}{self.name}_v{version}"
+
+    def tables(self) -> list[str]:
+        return [self.table]

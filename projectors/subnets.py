@@ -12,6 +12,7 @@ from events.contracts import (
     SubnetDeleted,
     decode_recorded,
 )
+from projectors.projection import VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -21,15 +22,8 @@ if TYPE_CHECKING:
 RESERVED = 5
 
 
-class SubnetsProjection:
+class SubnetsProjection(VersionedTable):
     name = "subnets"
-
-    def __init__(self, version: int = 1) -> None:
-        self.version = version
-        self.table = f"rm_subnets_v{version}"
-
-    def tables(self) -> list[str]:
-        return [self.table]
 
     def create_tables(self) -> list[str]:
         return [

@@ -15,7 +15,7 @@ from infra.discovery import RoundRobin, discovery_from_settings
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
-from projectors.consumer import subscribe
+from projectors.consumer import consumer_health, subscribe
 from projectors.provisioner.boots import PendingBoots
 from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
 from projectors.provisioner.loop import BootLoop
@@ -59,10 +59,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
 
 
 async def health() -> tuple[bool, dict[str, Any]]:
-    broker_up = await broker.ping(timeout=1.0)
-    checkpoints = {runner.key: str(await runner.checkpoint()) for runner in runners}
-    detail = {"broker": "up" if broker_up else "down", "checkpoints": checkpoints}
-    return broker_up and bool(runners), detail
+    return await consumer_health(broker, list(runners))
 
 
 serve(
