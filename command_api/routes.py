@@ -21,10 +21,11 @@ from command_api.handlers import CommandContext, CommandResult, replay
 from events import EventStore
 from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
+from infra.http.openapi import WRITE_PROBLEMS, problem_responses
 from infra.http.principal import CurrentPrincipal
 from infra.problems import NotFound, ValidationFailed
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=problem_responses(*WRITE_PROBLEMS))
 internal = APIRouter(prefix="/internal", include_in_schema=False)
 
 

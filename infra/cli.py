@@ -52,11 +52,32 @@ def up(
     keep_on_failure: Annotated[
         bool, typer.Option(help="Leave what started running when `up` fails, to inspect it")
     ] = False,
+    replica: Annotated[
+        bool,
+        typer.Option(
+            "--replica",
+            help="Also run a streaming replica of the own PostgreSQL for the query services to "
+            "read [$CLOUDNET_REPLICA]",
+        ),
+    ] = False,
 ) -> None:
     """Start the mesh (own PostgreSQL/RabbitMQ unless DATABASE_URL/AMQP_URL are set)."""
     mesh = _mesh_settings(ctx)
+    replica = replica or mesh.settings.replica
+    if replica and not mesh.own_postgres:
+        console.print(
+            Text(
+                "✗ --replica clones the mesh's own PostgreSQL, and DATABASE_URL names an external "
+                "one: set READ_DATABASE_URL to a replica of that database instead",
+                style="bold red",
+            )
+        )
+        raise typer.Exit(2)
     layout = MeshLayout.from_settings(
-        mesh.settings, own_postgres=mesh.own_postgres, own_rabbitmq=mesh.own_rabbitmq
+        mesh.settings,
+        own_postgres=mesh.own_postgres,
+        own_rabbitmq=mesh.own_rabbitmq,
+        own_replica=replica,
     )
     layout = dataclasses.replace(layout, jwt_secret=jwt_secret(mesh.settings))
     try:

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     #: Requests per second the gateway lets one client address make (burst: twice as many);
     #: beyond that it answers 429. See https://nginx.org/en/docs/http/ngx_http_limit_req_module.html
     gateway_rate_limit: int = 1000
+    #: `cloudnet up` also runs a streaming replica of its own PostgreSQL for the query services
+    #: to read (as `cloudnet up --replica`); it needs the mesh's own PostgreSQL.
+    replica: bool = False
 
     @model_validator(mode="after")
     def _no_public_secret_in_compose(self) -> Self:

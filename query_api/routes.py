@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -14,13 +15,17 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
-from infra.problems import NotFound
+from infra.problems import NotFound, ValidationFailed
 from query_api import read_models
 from query_api.freshness import EVENT_LOG, read_model_freshness
-from query_api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from query_api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor
 from query_api.time_travel import network_as_of
 
 router = APIRouter(prefix="/v1")
+
+#: Positions are PostgreSQL bigints, stream versions integers: larger numbers are refused
+#: with a 422 rather than sent to a query that fails.
+MAX_POSITION, MAX_STREAM_VERSION = 2**63 - 1, 2**31 - 1
 
 
 class InstanceStateFilter(StrEnum):
@@ -38,9 +43,69 @@ def _pool(request: Request) -> asyncpg.Pool:
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 MinPosition = Annotated[
     int | None,
-    Header(alias="X-Min-Position", ge=0, description="Wait until the read model has it."),
+    Header(
+        alias="X-Min-Position",
+        ge=0,
+        le=MAX_POSITION,
+        description="Wait until the read model has it.",
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+def _checked_cursor(cursor: str | None, *parts: Callable[[Any], object]) -> str | None:
+    """The cursor, if it decodes to one value per part that each part accepts: a forged cursor
+    is a 422, never a query that fails."""
+    key = decode_cursor(cursor, len(parts))
+    if key is None:
+        return None
+    try:
+        for value, part in zip(key, parts, strict=True):
+            part(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationFailed(
+            "the cursor is not one this API handed out",
+            errors=[{"field": "cursor", "message": "invalid cursor"}],
+        ) from None
+    return cursor
+
+
+def _timestamp(value: str) -> object:
+    moment = datetime.fromisoformat(value)
+    return moment.astimezone(UTC) if moment.tzinfo else moment  # overflows near year 1 or 9999
+
+
+def _counter(maximum: int) -> Callable[[Any], object]:
+    def check(value: int) -> object:
+        if type(value) is not int or not 0 <= value <= maximum:
+            raise ValueError(f"not an integer in 0..{maximum}")
+        return value
+
+    return check
+
+
+def _uuid_text(value: str) -> object:
+    if not isinstance(value, str):
+        raise TypeError("not a uuid")
+    return uuid.UUID(value)
+
+
+def _row_cursor(cursor: str | None = None) -> str | None:
+    return _checked_cursor(cursor, _timestamp, _uuid_text)
+
+
+def _position_cursor(cursor: str | None = None) -> str | None:
+    return _checked_cursor(cursor, _counter(MAX_POSITION))
+
+
+def _version_cursor(cursor: str | None = None) -> str | None:
+    return _checked_cursor(cursor, _counter(MAX_STREAM_VERSION))
+
+
+#: Lists page by (created_at, id), the activity by position, a stream's history by version.
+RowCursor = Annotated[str | None, Depends(_row_cursor)]
+PositionCursor = Annotated[str | None, Depends(_position_cursor)]
+VersionCursor = Annotated[str | None, Depends(_version_cursor)]
 
 
 async def _answer(
@@ -53,8 +118,9 @@ async def _answer(
     # Freshness first, then the read: the answer is at least as new as the header says.
     settings = request.app.state.settings
     async with request.app.state.breakers.guard("read_models", failures=DATABASE_DOWN):
+        # Position 0 comes before the first event: every read model includes it.
         freshness = await read_model_freshness(
-            pool, read_models_used, min_position, settings.min_position_timeout_seconds
+            pool, read_models_used, min_position or None, settings.min_position_timeout_seconds
         )
         content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
@@ -85,7 +151,7 @@ async def list_networks(
     pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: RowCursor = None,
 ) -> JsonAnswer:
     async def read() -> dict[str, Any]:
         return _page(await read_models.list_networks(pool, principal.tenant, limit, cursor))
@@ -100,7 +166,9 @@ async def get_network(
     principal: CurrentPrincipal,
     pool: Pool,
     min_position: MinPosition = None,
-    as_of: Annotated[int | None, Query(ge=0, description="A global event position")] = None,
+    as_of: Annotated[
+        int | None, Query(ge=0, le=MAX_POSITION, description="A global event position")
+    ] = None,
 ) -> JsonAnswer:
     nid = _uuid(network_id, "network")
 
@@ -143,7 +211,7 @@ async def list_instances(
     network_id: uuid.UUID | None = None,
     subnet_id: uuid.UUID | None = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: RowCursor = None,
 ) -> JsonAnswer:
     filters = {
         "state": state.value if state else None,
@@ -182,7 +250,7 @@ async def activity(
     pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: PositionCursor = None,
 ) -> JsonAnswer:
     async def read() -> dict[str, Any]:
         return _page(await read_models.activity(pool, principal.tenant, limit, cursor))
@@ -198,7 +266,7 @@ async def stream_events(
     pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: VersionCursor = None,
 ) -> JsonAnswer:
     async def read() -> dict[str, Any]:
         page = await read_models.stream_events(pool, principal.tenant, stream_id, limit, cursor)

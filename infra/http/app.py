@@ -19,6 +19,7 @@ from infra.breakers import BreakerOpen
 from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.middleware import BearerAuth, RequestContext, WriteBodyGuard
+from infra.http.openapi import EVERY_REQUEST_PROBLEMS, problem_responses
 from infra.problems import (
     MalformedJson,
     Problem,
@@ -48,6 +49,7 @@ def create_service_app(
         version=version,
         lifespan=lifespan,
         default_response_class=JsonAnswer,
+        responses=problem_responses(*EVERY_REQUEST_PROBLEMS),
         # FastAPI's own OpenTelemetry server spans (they continue an incoming `traceparent`);
         # our Prometheus metrics and JSON logs already cover the rest.
         telemetry={"tracing": True, "operation_spans": False, "metrics": False, "logs": False},
@@ -95,6 +97,8 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, error: HTTPException) -> Response:
         if isinstance(error.__cause__, Problem):  # raised while FastAPI read the body
             return render(error.__cause__, request.url.path)
+        if error.status_code == 400:  # FastAPI could not decode the body: bad UTF-8, too deep
+            return render(MalformedJson("the body is not valid UTF-8 JSON"), request.url.path)
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(error.status_code, "Error")
         kind = title.lower().replace(" ", "-")
         return problem_response(

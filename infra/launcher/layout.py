@@ -63,6 +63,10 @@ class Ports:
     def nginx_exporter(self) -> int:
         return self.base + 7
 
+    @property
+    def postgres_replica(self) -> int:
+        return self.base + 8
+
     def service(self, index: int) -> int:
         return self.base + SERVICES_OFFSET + index
 
@@ -98,6 +102,10 @@ class Paths:
         return self.root / "postgres"
 
     @property
+    def postgres_replica(self) -> Path:
+        return self.root / "postgres-replica"
+
+    @property
     def rabbitmq(self) -> Path:
         return self.root / "rabbitmq"
 
@@ -127,10 +135,17 @@ class MeshLayout:
     rate_limit: int
     own_postgres: bool
     own_rabbitmq: bool
+    #: A streaming replica of the own PostgreSQL that the query services read (`up --replica`).
+    own_replica: bool = False
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, own_postgres: bool, own_rabbitmq: bool
+        cls,
+        settings: Settings,
+        *,
+        own_postgres: bool,
+        own_rabbitmq: bool,
+        own_replica: bool = False,
     ) -> MeshLayout:
         ports = Ports(settings.gateway_port, settings.prometheus_port, settings.base_port)
         return cls(
@@ -151,7 +166,16 @@ class MeshLayout:
             rate_limit=settings.gateway_rate_limit,
             own_postgres=own_postgres,
             own_rabbitmq=own_rabbitmq,
+            own_replica=own_replica,
         )
+
+    @property
+    def read_database_url(self) -> str | None:
+        """Where the query services read when the mesh runs its own replica; else None (they
+        read `database_url`)."""
+        if not self.own_replica:
+            return None
+        return f"postgresql://postgres@{HOST}:{self.ports.postgres_replica}/cloudnet"
 
     @property
     def identifier(self) -> str:

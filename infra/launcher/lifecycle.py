@@ -16,6 +16,7 @@ from infra.launcher.mesh import POLL_SECONDS, mesh_specs, wait_ready
 from infra.launcher.postgres import ensure_cluster
 from infra.launcher.programs import Priority
 from infra.launcher.prometheus import write_prometheus_yml
+from infra.launcher.replica import allow_replication, start_replica
 from infra.launcher.state import write_mesh_env
 from infra.launcher.supervisor import SUPERVISORD, Supervisor, render_supervisord_conf
 
@@ -45,11 +46,14 @@ async def up(layout: MeshLayout, deadline: Deadline, progress: Progress) -> bool
     if layout.own_postgres:
         progress.step("preparing PostgreSQL data directory")
         await ensure_cluster(layout)
+        if layout.own_replica:
+            allow_replication(layout)
 
     progress.step("starting supervisord, databases and monitoring")
     await _start_supervisord(layout, deadline)
     storage = [spec for spec in specs if spec.priority is Priority.STORAGE]
-    await wait_ready(supervisor, storage, deadline, progress, paths=layout.paths)
+    started = [spec for spec in storage if not spec.after_migrations]
+    await wait_ready(supervisor, started, deadline, progress, paths=layout.paths)
 
     progress.step("running migrations")
     from infra.database import migrate  # lazily: it imports the event store and read models
@@ -59,9 +63,14 @@ async def up(layout: MeshLayout, deadline: Deadline, progress: Progress) -> bool
     except Exception as error:
         raise LaunchError(f"migrations failed: {type(error).__name__}: {error}") from error
 
+    if layout.own_replica:
+        # Cloned from the migrated primary, and ready before the query services that read it.
+        progress.step("cloning and starting the PostgreSQL replica")
+        await start_replica(layout, supervisor, deadline, progress)
+
     progress.step("starting services")
     for spec in specs:
-        if spec.after_migrations:
+        if spec.after_migrations and spec not in storage:
             supervisor.start(spec.name)
     await wait_ready(
         supervisor,

@@ -15,7 +15,7 @@ from infra.launcher.exporters import exporter_specs
 from infra.launcher.gateway import nginx_spec
 from infra.launcher.health import PROBE_TIMEOUT_SECONDS, Health, check
 from infra.launcher.layout import MeshLayout
-from infra.launcher.postgres import postgres_spec
+from infra.launcher.postgres import REPLICA, postgres_spec, replica_spec
 from infra.launcher.prometheus import prometheus_spec
 from infra.launcher.rabbitmq import rabbitmq_spec
 from infra.launcher.services import service_specs
@@ -47,13 +47,14 @@ class Progress(Protocol):
 
 
 def running_layout(settings: Settings, supervisor: Supervisor) -> MeshLayout:
-    """The layout of the mesh `supervisor` runs: it has its own PostgreSQL and RabbitMQ when it
-    runs programs of those names (a stopped mesh is assumed to have both, for its ports)."""
+    """The layout of the mesh `supervisor` runs: it has its own PostgreSQL, RabbitMQ and replica
+    when it runs programs of those names (a stopped mesh is assumed to have all, for its ports)."""
     names = {p.name for p in supervisor.programs()} if supervisor.is_running() else None
     return MeshLayout.from_settings(
         settings,
         own_postgres=names is None or "postgres" in names,
         own_rabbitmq=names is None or "rabbitmq" in names,
+        own_replica=names is None or REPLICA in names,
     )
 
 
@@ -61,6 +62,7 @@ def mesh_specs(layout: MeshLayout) -> list[ProcessSpec]:
     """Every program of the mesh, own databases first, the gateway last."""
     storage = [
         *([postgres_spec(layout)] if layout.own_postgres else []),
+        *([replica_spec(layout)] if layout.own_replica else []),
         *([rabbitmq_spec(layout)] if layout.own_rabbitmq else []),
     ]
     monitoring = [*exporter_specs(layout), prometheus_spec(layout)]

@@ -4,6 +4,7 @@ initialised and run from the system's binaries as the `postgres` OS user when we
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pwd
 import shutil
@@ -22,6 +23,16 @@ if TYPE_CHECKING:
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 #: PostgreSQL refuses to run as root, so root runs it as this user.
 OS_USER = "postgres"
+#: The supervisord program of the replica the query services read (`cloudnet up --replica`).
+REPLICA = "postgres-replica"
+#: A primary that streams to a replica: `replica` is PostgreSQL's default wal_level, stated so a
+#: changed default cannot break the replica; the kept WAL lets a replica that was stopped for a
+#: while catch up. https://www.postgresql.org/docs/current/runtime-config-replication.html
+REPLICATION = (
+    *("-c", "wal_level=replica"),
+    *("-c", "max_wal_senders=10"),
+    *("-c", "wal_keep_size=256MB"),
+)
 
 
 def bin_dir() -> Path:
@@ -37,19 +48,37 @@ def run_as() -> str | None:
 
 
 def postgres_spec(layout: MeshLayout) -> ProcessSpec:
-    pg = layout.paths.postgres
+    # A primary with a replica keeps WAL for it and lets it stream (DESIGN §7, `up --replica`).
+    replication = REPLICATION if layout.own_replica else ()
+    return server_spec("postgres", layout.paths.postgres, layout.ports.postgres, *replication)
+
+
+def replica_spec(layout: MeshLayout) -> ProcessSpec:
+    """The replica's server; `up` starts it once it is cloned from the migrated primary."""
+    paths, ports = layout.paths, layout.ports
+    # hot_standby_feedback: a query service's read is never cancelled because the primary
+    # vacuumed rows it still sees. The replication settings are the primary's: a hot standby
+    # refuses to start with a lower max_wal_senders than its primary's.
+    settings = (*REPLICATION, "-c", "hot_standby_feedback=on")
+    spec = server_spec(REPLICA, paths.postgres_replica, ports.postgres_replica, *settings)
+    return dataclasses.replace(spec, after_migrations=True)
+
+
+def server_spec(name: str, directory: Path, port: int, *settings: str) -> ProcessSpec:
+    """A PostgreSQL server on `port` with its data and socket under `directory`."""
     return ProcessSpec(
-        name="postgres",
+        name=name,
         command=(
             str(bin_dir() / "postgres"),
-            *("-D", str(pg / "data"), "-p", str(layout.ports.postgres), "-k", str(pg / "run")),
+            *("-D", str(directory / "data"), "-p", str(port), "-k", str(directory / "run")),
             *("-c", f"listen_addresses={HOST}"),
             # 8 services with pools of up to 10, the exporter and the CLI's tools.
             *("-c", "max_connections=200"),
+            *settings,
         ),
-        ports=(layout.ports.postgres,),
+        ports=(port,),
         priority=Priority.STORAGE,
-        probe=PostgresProbe(f"postgresql://postgres@{HOST}:{layout.ports.postgres}/postgres"),
+        probe=PostgresProbe(f"postgresql://postgres@{HOST}:{port}/postgres"),
         user=run_as(),
         stop_signal="INT",  # fast shutdown: roll back open transactions, don't wait for clients
         stop_wait_seconds=30,
@@ -59,27 +88,11 @@ def postgres_spec(layout: MeshLayout) -> ProcessSpec:
 
 async def ensure_cluster(layout: MeshLayout) -> None:
     """Create the data directory with `initdb` unless it already holds a cluster."""
-    data, run = layout.paths.postgres / "data", layout.paths.postgres / "run"
-    for directory in (data, run):
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    user = run_as()
-    if user is not None:
-        entry = pwd.getpwnam(user)
-        for path in (layout.paths.postgres, data, run):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        await _run(
-            user,
-            "test",
-            "-w",
-            str(data),
-            failure=(
-                f"the {user} OS user cannot write {data}; PostgreSQL runs as that user, so every "
-                "parent directory of the state directory must be traversable (chmod o+x)"
-            ),
-        )
+    data = layout.paths.postgres / "data"
+    user = await own_directories(layout.paths.postgres, data, layout.paths.postgres / "run")
     if (data / "PG_VERSION").exists():
         return
-    await _run(
+    await run_tool(
         user,
         str(bin_dir() / "initdb"),
         *("-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"),
@@ -89,7 +102,30 @@ async def ensure_cluster(layout: MeshLayout) -> None:
     )
 
 
-async def _run(user: str | None, *command: str, failure: str) -> None:
+async def own_directories(*directories: Path) -> str | None:
+    """Create `directories` (mode 0700) for the OS user PostgreSQL runs as; that user, if any."""
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    user = run_as()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for directory in directories:
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+        await run_tool(
+            user,
+            "test",
+            "-w",
+            str(directories[-1]),
+            failure=(
+                f"the {user} OS user cannot write {directories[-1]}; PostgreSQL runs as that "
+                "user, so every parent directory of the state directory must be traversable "
+                "(chmod o+x)"
+            ),
+        )
+    return user
+
+
+async def run_tool(user: str | None, *command: str, failure: str) -> None:
     argv = [*_as_user(user), *command]
     process = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT

@@ -24,12 +24,14 @@ class ServiceRole:
     job: str
     #: Gateway upstream the instances serve in; None for workers nobody calls through nginx.
     upstream: str | None = None
+    #: Reads the mesh's replica when it has one: only answers bounded by X-Min-Position may lag.
+    reads_replica: bool = False
 
 
 #: Order matters only for port numbers: append new roles so existing ports stay put.
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole("command", "command_api", 2, "command_api", upstream="command_api"),
-    ServiceRole("query", "query_api", 2, "query_api", upstream="query_api"),
+    ServiceRole("query", "query_api", 2, "query_api", upstream="query_api", reads_replica=True),
     ServiceRole("relay", "events.relay", 2, "relay"),  # one leader, one standby (advisory lock)
     ServiceRole("projector", "projectors", 2, "projector"),
     ServiceRole("provisioner", "projectors.provisioner", 1, "provisioner"),
@@ -65,6 +67,7 @@ def service_specs(layout: MeshLayout) -> list[ProcessSpec]:
                 "CLOUDNET_COMMAND_API_URLS": command_urls,
                 # Log lines reach supervisord's files as they are written, not when a buffer fills.
                 "PYTHONUNBUFFERED": "1",
+                **_read_database(layout, role),
             },
             probe=HttpProbe(f"http://{HOST}:{ports[name]}/health"),
             metrics=ScrapeTarget(job=role.job, port=ports[name]),
@@ -73,3 +76,9 @@ def service_specs(layout: MeshLayout) -> list[ProcessSpec]:
         )
         for role, name in instances
     ]
+
+
+def _read_database(layout: MeshLayout, role: ServiceRole) -> dict[str, str]:
+    if role.reads_replica and layout.read_database_url is not None:
+        return {"READ_DATABASE_URL": layout.read_database_url}
+    return {}

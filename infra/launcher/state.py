@@ -64,6 +64,8 @@ def write_mesh_env(layout: MeshLayout) -> None:
         "CLOUDNET_BASE_PORT": str(layout.ports.base),
         "CLOUDNET_GATEWAY_RATE_LIMIT": str(layout.rate_limit),
     }
+    if layout.read_database_url is not None:
+        values["READ_DATABASE_URL"] = layout.read_database_url
     path = layout.paths.mesh_env
     temporary = path.with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from infra.auth import issue_token
 from infra.launcher.layout import MeshLayout
 from infra.launcher.leftovers import descendants, is_alive, ports_in_use
 from infra.launcher.mesh import mesh_specs
+from infra.launcher.supervisor import Supervisor
 from infra.settings import Settings
 
 CLOUDNET = str(Path(sys.executable).parent / "cloudnet")
@@ -43,6 +44,8 @@ class Mesh:
     database_url: str
     amqp_url: str
     jwt_secret: str
+    #: Where the query services read, when the mesh runs its own replica (`up --replica`).
+    read_database_url: str | None
     #: The environment for further `cloudnet` subprocesses: it selects this mesh.
     env: dict[str, str]
     ports: list[int]
@@ -59,6 +62,26 @@ class Mesh:
             check=False,
             timeout=timeout,
         )
+
+    def supervisor(self) -> Supervisor:
+        """The mesh's supervisord, to stop, start and list its programs."""
+        return Supervisor(self.state_dir / "supervisor.sock")
+
+    def pids(self, prefix: str) -> dict[str, int]:
+        """The pids of the programs whose names start with `prefix`."""
+        return {p.name: p.pid for p in self.supervisor().programs() if p.name.startswith(prefix)}
+
+    def port_of(self, program: str) -> int:
+        """The HTTP port of one program of the mesh (its /health, /metrics, API docs)."""
+        settings = Settings(
+            state_dir=self.state_dir,
+            base_port=int(self.env["CLOUDNET_BASE_PORT"]),
+            gateway_port=int(self.env["CLOUDNET_GATEWAY_PORT"]),
+            prometheus_port=int(self.env["CLOUDNET_PROMETHEUS_PORT"]),
+        )
+        layout = MeshLayout.from_settings(settings, own_postgres=True, own_rabbitmq=True)
+        [spec] = [spec for spec in mesh_specs(layout) if spec.name == program]
+        return spec.ports[0]
 
     def token(self, tenant: str, scope: str) -> str:
         """A bearer token for `tenant` with the space-separated `scope`, signed for this mesh."""
@@ -98,14 +121,16 @@ def mesh_environment(state_dir: Path, base: int) -> dict[str, str]:
     return env
 
 
-def mesh_ports(state_dir: Path, env: dict[str, str]) -> list[int]:
+def mesh_ports(state_dir: Path, env: dict[str, str], *, replica: bool = False) -> list[int]:
     settings = Settings(
         state_dir=state_dir,
         base_port=int(env["CLOUDNET_BASE_PORT"]),
         gateway_port=int(env["CLOUDNET_GATEWAY_PORT"]),
         prometheus_port=int(env["CLOUDNET_PROMETHEUS_PORT"]),
     )
-    layout = MeshLayout.from_settings(settings, own_postgres=True, own_rabbitmq=True)
+    layout = MeshLayout.from_settings(
+        settings, own_postgres=True, own_rabbitmq=True, own_replica=replica
+    )
     return [port for spec in mesh_specs(layout) for port in spec.ports]
 
 
@@ -116,14 +141,19 @@ def mesh() -> Iterator[Mesh]:
 
 
 @contextlib.contextmanager
-def running_mesh() -> Iterator[Mesh]:
-    """A whole mesh of its own (fault tests break theirs without disturbing the others)."""
+def running_mesh(*up_args: str, settings: Mapping[str, str] | None = None) -> Iterator[Mesh]:
+    """A whole mesh of its own (fault tests break theirs without disturbing the others), started
+    by `cloudnet up <up_args>` with `settings` (CLOUDNET_... variables) in its environment."""
     state_dir = Path(tempfile.mkdtemp(prefix="cloudnet-e2e-"))
     state_dir.chmod(0o755)  # PostgreSQL runs as the postgres user and must reach its data
     base = free_port_block()
-    env = mesh_environment(state_dir, base)
+    env = {**mesh_environment(state_dir, base), **(settings or {})}
     up = subprocess.run(
-        [CLOUDNET, "up"], env=env, capture_output=True, text=True, timeout=UP_TIMEOUT_SECONDS
+        [CLOUDNET, "up", *up_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_SECONDS,
     )
     if up.returncode != 0:
         subprocess.run([CLOUDNET, "down"], env=env, capture_output=True, timeout=120)
@@ -137,8 +167,9 @@ def running_mesh() -> Iterator[Mesh]:
         database_url=str(written["DATABASE_URL"]),
         amqp_url=str(written["AMQP_URL"]),
         jwt_secret=str(written["CLOUDNET_JWT_SECRET"]),
+        read_database_url=written.get("READ_DATABASE_URL"),
         env=env,
-        ports=mesh_ports(state_dir, env),
+        ports=mesh_ports(state_dir, env, replica="--replica" in up_args),
     )
     try:
         yield running

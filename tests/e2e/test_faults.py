@@ -17,10 +17,6 @@ import aio_pika
 import httpx
 import pytest
 
-from infra.launcher.layout import MeshLayout
-from infra.launcher.mesh import mesh_specs
-from infra.launcher.supervisor import Supervisor
-from infra.settings import Settings
 from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.e2e
@@ -30,26 +26,6 @@ pytestmark = pytest.mark.e2e
 def broken() -> Iterator[Mesh]:
     with running_mesh() as mesh:
         yield mesh
-
-
-def supervisor(mesh: Mesh) -> Supervisor:
-    return Supervisor(mesh.state_dir / "supervisor.sock")
-
-
-def pids(mesh: Mesh, prefix: str) -> dict[str, int]:
-    return {p.name: p.pid for p in supervisor(mesh).programs() if p.name.startswith(prefix)}
-
-
-def http_port(mesh: Mesh, program: str) -> int:
-    settings = Settings(
-        state_dir=mesh.state_dir,
-        base_port=int(mesh.env["CLOUDNET_BASE_PORT"]),
-        gateway_port=int(mesh.env["CLOUDNET_GATEWAY_PORT"]),
-        prometheus_port=int(mesh.env["CLOUDNET_PROMETHEUS_PORT"]),
-    )
-    layout = MeshLayout.from_settings(settings, own_postgres=True, own_rabbitmq=True)
-    [spec] = [spec for spec in mesh_specs(layout) if spec.name == program]
-    return spec.ports[0]
 
 
 class WriteLoad:
@@ -153,7 +129,7 @@ async def assert_nothing_lost(mesh: Mesh, load: WriteLoad) -> None:
 async def test_sigkilled_projectors_under_write_load(broken: Mesh) -> None:
     async with WriteLoad(broken) as load:
         await load.during(1.0)
-        for pid in pids(broken, "projector").values():
+        for pid in broken.pids("projector").values():
             os.kill(pid, signal.SIGKILL)
         await load.during(2.0)
     assert set(load.statuses) == {201}
@@ -164,9 +140,9 @@ async def test_sigkilled_projectors_under_write_load(broken: Mesh) -> None:
 async def test_rabbitmq_restart_under_write_load(broken: Mesh) -> None:
     async with WriteLoad(broken) as load:
         await load.during(1.0)
-        await asyncio.to_thread(supervisor(broken).stop, "rabbitmq")
+        await asyncio.to_thread(broken.supervisor().stop, "rabbitmq")
         await load.during(2.0)
-        supervisor(broken).start("rabbitmq")
+        broken.supervisor().start("rabbitmq")
         await load.during(3.0)
     assert set(load.statuses) == {201}  # the store is the truth: commands never needed the broker
     await assert_nothing_lost(broken, load)
@@ -176,10 +152,10 @@ async def test_rabbitmq_restart_under_write_load(broken: Mesh) -> None:
 async def test_postgresql_restart_under_write_load(broken: Mesh) -> None:
     async with WriteLoad(broken) as load:
         await load.during(1.0)
-        await asyncio.to_thread(supervisor(broken).stop, "postgres")
+        await asyncio.to_thread(broken.supervisor().stop, "postgres")
         await load.during(3.0)
         down = Counter(load.statuses)
-        supervisor(broken).start("postgres")
+        broken.supervisor().start("postgres")
         deadline = time.monotonic() + 60
         recovered = load.statuses[201]
         while load.statuses[201] <= recovered + 20:
@@ -195,13 +171,13 @@ async def test_postgresql_restart_under_write_load(broken: Mesh) -> None:
 async def test_sigkilled_relay_leader_hands_over_to_the_standby(broken: Mesh) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         roles = {}
-        for name in pids(broken, "relay"):
-            health = await client.get(f"http://127.0.0.1:{http_port(broken, name)}/health")
+        for name in broken.pids("relay"):
+            health = await client.get(f"http://127.0.0.1:{broken.port_of(name)}/health")
             roles[name] = health.json()["role"]
     [leader] = [name for name, role in roles.items() if role == "leader"]
     async with WriteLoad(broken, clients=2) as load:
         await load.during(0.5)
-        os.kill(pids(broken, leader)[leader], signal.SIGKILL)
+        os.kill(broken.pids(leader)[leader], signal.SIGKILL)
         killed_at = time.monotonic()
         await load.during(1.0)
     await assert_nothing_lost(broken, load)
@@ -223,8 +199,8 @@ async def test_republishing_everything_changes_no_read_model(broken: Mesh) -> No
 
 
 async def test_dead_consumers_let_queues_grow_and_lose_nothing(broken: Mesh) -> None:
-    for name in pids(broken, "projector"):
-        await asyncio.to_thread(supervisor(broken).stop, name)
+    for name in broken.pids("projector"):
+        await asyncio.to_thread(broken.supervisor().stop, name)
     async with WriteLoad(broken, clients=2) as load:
         await load.during(2.0)
     connection = await aio_pika.connect(broken.amqp_url)
@@ -234,8 +210,8 @@ async def test_dead_consumers_let_queues_grow_and_lose_nothing(broken: Mesh) -> 
         waiting = queue.declaration_result.message_count
         assert waiting > 0  # waiting, not dropped
     await alert_raised(broken, "CloudnetTargetDown", job="projector")
-    for name in pids(broken, "projector"):
-        supervisor(broken).start(name)
+    for name in broken.pids("projector"):
+        broken.supervisor().start(name)
     await assert_nothing_lost(broken, load)
     report(
         "both projectors stopped under write load",
