@@ -12,9 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from faststream.rabbit import RabbitBroker
-
 from events.store import EventStore
+from infra.broker import rabbit_broker
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
@@ -23,7 +22,7 @@ from projectors.consumer import consumer_health, subscribe
 from projectors.runtime import TRANSIENT, LiveProjection
 
 settings = Settings()
-broker = RabbitBroker(settings.amqp_url, logger=logging.getLogger("faststream"))
+broker = rabbit_broker(settings, "projector")
 runners: list[LiveProjection] = []
 log = logging.getLogger("projectors")
 

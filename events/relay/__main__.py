@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-
-from faststream.rabbit import RabbitBroker
 
 from events.relay.publisher import RabbitBatchPublisher
 from events.relay.tail import Relay
 from events.store import EventStore
 from infra.breakers import Breakers
+from infra.broker import rabbit_broker
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
 
 settings = Settings()
-broker = RabbitBroker(settings.amqp_url, logger=logging.getLogger("faststream"))
+broker = rabbit_broker(settings, "relay")
 parts: dict[str, Any] = {}
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
-from faststream.rabbit import RabbitBroker
 
 from events.store import EventStore
 from infra.breakers import Breakers
+from infra.broker import rabbit_broker
 from infra.discovery import RoundRobin, discovery_from_settings
 from infra.serve import serve
 from infra.settings import Settings
@@ -22,7 +21,7 @@ from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
 
 settings = Settings()
-broker = RabbitBroker(settings.amqp_url, logger=logging.getLogger("faststream"))
+broker = rabbit_broker(settings, "provisioner")
 runners: list[ProjectionRunner] = []
 
 

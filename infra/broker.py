@@ -1,0 +1,23 @@
+"""The RabbitMQ broker every worker uses: FastStream, JSON logs, and FastStream's own
+Prometheus middleware (messages received/published, processing time, errors) on the default
+registry each service's /metrics serves.
+See https://faststream.ag2.ai/latest/getting-started/observability/prometheus/
+"""
+
+from __future__ import annotations
+
+import logging
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import REGISTRY
+
+from infra.settings import Settings
+
+
+def rabbit_broker(settings: Settings, app_name: str) -> RabbitBroker:
+    return RabbitBroker(
+        settings.amqp_url,
+        logger=logging.getLogger("faststream"),
+        middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)],
+    )
