@@ -31,8 +31,13 @@ from infra.launcher.services import SERVICE_ROLES, service_specs
 from infra.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-#: shared/ lies beside the checkout (DESIGN: `../shared/schemas/compose-spec.json`).
-SCHEMA = Path(__file__).parents[2].parent / "shared/schemas/compose-spec.json"
+#: shared/ lies beside the checkout (DESIGN: `../shared/schemas/compose-spec.json`); a clone
+#: made elsewhere on this machine (e.g. /tmp) finds the workplace's copy instead.
+_SCHEMA_CANDIDATES = [
+    Path(__file__).parents[2].parent / "shared/schemas/compose-spec.json",
+    Path("/work/shared/schemas/compose-spec.json"),
+]
+SCHEMA = next((path for path in _SCHEMA_CANDIDATES if path.exists()), _SCHEMA_CANDIDATES[0])
 COMPOSE_DIR = ROOT / "infra/compose"
 APP_IMAGE = "cloudnet/app:local"
 #: What an operator puts in `.env`: the only variables compose.yaml may read.
