@@ -64,7 +64,7 @@ class LaunchBody(Body):
     size: StrictStr
 
 
-def _store(request: Request) -> EventStore:
+async def _store(request: Request) -> EventStore:
     store: EventStore = request.app.state.store
     return store
 

@@ -35,7 +35,7 @@ class InstanceStateFilter(StrEnum):
     terminated = "terminated"
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
@@ -90,15 +90,15 @@ def _uuid_text(value: str) -> object:
     return uuid.UUID(value)
 
 
-def _row_cursor(cursor: str | None = None) -> str | None:
+async def _row_cursor(cursor: str | None = None) -> str | None:
     return _checked_cursor(cursor, _timestamp, _uuid_text)
 
 
-def _position_cursor(cursor: str | None = None) -> str | None:
+async def _position_cursor(cursor: str | None = None) -> str | None:
     return _checked_cursor(cursor, _counter(MAX_POSITION))
 
 
-def _version_cursor(cursor: str | None = None) -> str | None:
+async def _version_cursor(cursor: str | None = None) -> str | None:
     return _checked_cursor(cursor, _counter(MAX_STREAM_VERSION))
 
 

@@ -10,7 +10,8 @@ from infra.auth import Principal
 from infra.problems import NotAuthenticated
 
 
-def _principal(request: Request) -> Principal:
+# async: FastAPI runs a sync dependency in a worker thread, which costs more than its work.
+async def _principal(request: Request) -> Principal:
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
         raise NotAuthenticated("send Authorization: Bearer <token>")

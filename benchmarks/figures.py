@@ -1,0 +1,35 @@
+"""Small helpers the gateway benchmarks share to turn samples into the figures they print."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of `samples` (NaN when there are none)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds with sensible precision, '-' for no value."""
+    if math.isnan(seconds):
+        return "-"
+    value = seconds * 1000
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def ratio(ours: float, baseline: float) -> str:
+    if baseline == 0 or math.isnan(ours) or math.isnan(baseline):
+        return "-"
+    return f"{ours / baseline:.2f}"
+
+
+def mib(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:,.0f}"
