@@ -79,6 +79,17 @@ ORDER BY new.n
 RETURNING position, stream_version
 """
 
+# One event (most commands) needs no arrays: scalar parameters skip unnest's cost.
+_APPEND_ONE = """
+WITH stream AS ({stream_statement})
+INSERT INTO events (stream_id, stream_version, event_id, type, schema_version, data, metadata,
+                    tenant_id)
+SELECT $1, stream.version, $3::uuid, $4::text, $5::int, $6::jsonb, $7::jsonb,
+       $7::jsonb ->> 'tenant_id'
+FROM stream
+RETURNING position, stream_version
+"""
+
 _COLUMNS = (
     "position, transaction_id, stream_id, stream_version, event_id, type, schema_version, "
     "data, metadata, recorded_at"
@@ -152,16 +163,30 @@ def _append_arguments(
     if not events:
         raise ValueError("append needs at least one event")
     kind, exact = _stream_statement(expected)
-    query = _APPEND.format(stream_statement=_STREAM_STATEMENTS[kind])
-    arguments: list[Any] = [
-        stream_id,
-        len(events),
-        [event.event_id or uuid.uuid4() for event in events],
-        [event.type for event in events],
-        [event.schema_version for event in events],
-        [event.data for event in events],
-        [event.metadata for event in events],
-    ]
+    arguments: list[Any]
+    if len(events) == 1:
+        (event,) = events
+        query = _APPEND_ONE.format(stream_statement=_STREAM_STATEMENTS[kind])
+        arguments = [
+            stream_id,
+            1,
+            event.event_id or uuid.uuid4(),
+            event.type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+        ]
+    else:
+        query = _APPEND.format(stream_statement=_STREAM_STATEMENTS[kind])
+        arguments = [
+            stream_id,
+            len(events),
+            [event.event_id or uuid.uuid4() for event in events],
+            [event.type for event in events],
+            [event.schema_version for event in events],
+            [event.data for event in events],
+            [event.metadata for event in events],
+        ]
     if kind == "exact":
         arguments.append(exact)
     return query, arguments
@@ -361,3 +386,5 @@ class EventStore:
                 await self.pool.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
             except (asyncpg.PostgresError, OSError):
                 return  # readers poll as well; a lost wake-up only costs latency
+            # Appends made meanwhile share the next wake-up: at most one NOTIFY per ms.
+            await asyncio.sleep(0.001)
