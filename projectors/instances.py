@@ -11,7 +11,7 @@ from events.contracts import (
     InstanceTerminated,
     decode_recorded,
 )
-from projectors.projection import VersionedTable
+from projectors.projection import TRACKING_COLUMNS, VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -38,10 +38,7 @@ class InstancesProjection(VersionedTable):
                 size          text        NOT NULL,
                 ip            text        NOT NULL,
                 state         text        NOT NULL,
-                created_at    timestamptz NOT NULL,
-                updated_at    timestamptz NOT NULL,
-                version       integer     NOT NULL,
-                last_position bigint      NOT NULL
+{TRACKING_COLUMNS}
             )""",
         ]
 

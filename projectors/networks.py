@@ -12,7 +12,7 @@ from events.contracts import (
     SubnetDetached,
     decode_recorded,
 )
-from projectors.projection import VersionedTable
+from projectors.projection import TRACKING_COLUMNS, VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -30,10 +30,7 @@ class NetworksProjection(VersionedTable):
                 name          text        NOT NULL,
                 cidr          text        NOT NULL,
                 subnet_count  integer     NOT NULL DEFAULT 0,
-                created_at    timestamptz NOT NULL,
-                updated_at    timestamptz NOT NULL,
-                version       integer     NOT NULL,
-                last_position bigint      NOT NULL
+{TRACKING_COLUMNS}
             )""",
         ]
 

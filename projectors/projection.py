@@ -55,6 +55,15 @@ def checkpoint_key(projection: Projection) -> str:
     return f"{projection.name}_v{projection.version}"
 
 
+#: The columns every read-model row carries: when it began and last changed, the version of its
+#: aggregate stream, and the global position of the last event applied to it.
+TRACKING_COLUMNS = """
+                created_at    timestamptz NOT NULL,
+                updated_at    timestamptz NOT NULL,
+                version       integer     NOT NULL,
+                last_position bigint      NOT NULL"""
+
+
 class VersionedTable:
     """What a read model kept in one table shares: its versioned name (`rm_<name>_v<n>`)."""
 

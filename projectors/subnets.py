@@ -12,7 +12,7 @@ from events.contracts import (
     SubnetDeleted,
     decode_recorded,
 )
-from projectors.projection import VersionedTable
+from projectors.projection import TRACKING_COLUMNS, VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -35,10 +35,7 @@ class SubnetsProjection(VersionedTable):
                 cidr          text        NOT NULL,
                 total         integer     NOT NULL,
                 used          integer     NOT NULL DEFAULT 0,
-                created_at    timestamptz NOT NULL,
-                updated_at    timestamptz NOT NULL,
-                version       integer     NOT NULL,
-                last_position bigint      NOT NULL
+{TRACKING_COLUMNS}
             )""",
         ]
 

@@ -134,3 +134,19 @@ async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[Projectio
         for each in runners:
             await channel.queue_delete(f"{settings.exchange}.{each.name}")
         await channel.exchange_delete(settings.exchange)
+
+
+async def network_and_subnet(
+    client: httpx.AsyncClient, auth: dict[str, str], cidr: str = "10.0.0.0/24"
+) -> tuple[str, str]:
+    """A new network (10.0.0.0/16) with one subnet; their ids."""
+    network = await client.post(
+        "/v1/networks", json={"name": "n", "cidr": "10.0.0.0/16"}, headers=auth
+    )
+    subnet = await client.post(
+        f"/v1/networks/{network.json()['id']}/subnets",
+        json={"name": "s", "cidr": cidr},
+        headers=auth,
+    )
+    assert subnet.status_code == 201, subnet.text
+    return str(network.json()["id"]), str(subnet.json()["id"])

@@ -8,6 +8,7 @@ import httpx
 
 from command_api.snapshots import SNAPSHOT_EVERY
 from events import EventStore
+from tests.integration.conftest import network_and_subnet
 
 
 async def test_a_snapshot_is_taken_and_decisions_after_it_stay_exact(
@@ -17,18 +18,8 @@ async def test_a_snapshot_is_taken_and_decisions_after_it_stay_exact(
     token_for: Callable[..., str],
 ) -> None:
     auth = {"Authorization": f"Bearer {token_for(tenant)}"}
-    network = (
-        await command_client.post(
-            "/v1/networks", json={"name": "n", "cidr": "10.0.0.0/16"}, headers=auth
-        )
-    ).json()
-    subnet = (
-        await command_client.post(
-            f"/v1/networks/{network['id']}/subnets",
-            json={"name": "s", "cidr": "10.0.0.0/24"},
-            headers=auth,
-        )
-    ).json()
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    subnet = {"id": subnet_id}
     launched = []
     for _ in range(SNAPSHOT_EVERY + 5):
         response = await command_client.post(

@@ -22,7 +22,7 @@ from projectors.provisioner.boots import PendingBoots
 from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
 from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
-from tests.integration.conftest import JWT_SECRET
+from tests.integration.conftest import JWT_SECRET, network_and_subnet
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +44,8 @@ async def test_one_launch_is_one_trace_across_every_component(
     token_for: Callable[..., str],
 ) -> None:
     auth = {"Authorization": f"Bearer {token_for(tenant)}"}
-    network = (
-        await command_client.post(
-            "/v1/networks", json={"name": "n", "cidr": "10.0.0.0/16"}, headers=auth
-        )
-    ).json()
-    subnet = (
-        await command_client.post(
-            f"/v1/networks/{network['id']}/subnets",
-            json={"name": "s", "cidr": "10.0.0.0/24"},
-            headers=auth,
-        )
-    ).json()
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    subnet = {"id": subnet_id}
     spans.clear()
     launched = await command_client.post(
         "/v1/instances",
