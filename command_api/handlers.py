@@ -86,6 +86,8 @@ class CommandResult:
     status: int
     body: dict[str, Any]
     replayed: bool = False
+    #: For a replayed answer: the fingerprint of the request that first used the key.
+    request_hash: str | None = None
 
     @property
     def position(self) -> int:
@@ -219,4 +221,6 @@ async def execute(
 def replay(record: IdempotencyRecord) -> CommandResult:
     """The stored answer of an earlier request with the same key (checked by the caller)."""
     REPLAYS.inc()
-    return CommandResult(record.status, record.answer, replayed=True)
+    return CommandResult(
+        record.status, record.answer, replayed=True, request_hash=record.request_hash
+    )

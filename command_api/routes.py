@@ -126,19 +126,16 @@ async def _run(
 async def _idempotent(
     store: EventStore, context: CommandContext, handle: Callable[[], Awaitable[CommandResult]]
 ) -> CommandResult:
-    """The stored answer for a repeated Idempotency-Key, else the command's own."""
+    """The stored answer for a repeated Idempotency-Key, else the command's own. A request that
+    lost the race for a key gets the winner's answer from `execute`, with its fingerprint."""
     if context.idempotency is None:
         return await handle()
     key, fingerprint = context.idempotency
     record = await store.idempotent_answer(context.tenant_id, key)
-    if record is None:
-        result = await handle()
-        if not result.replayed:
-            return result
-        record = await store.idempotent_answer(context.tenant_id, key)  # lost a race for it
-    if record is not None and record.request_hash != fingerprint:
+    result = replay(record) if record is not None else await handle()
+    if result.replayed and result.request_hash != fingerprint:
         raise _key_reused()
-    return replay(record) if record is not None else await handle()
+    return result
 
 
 def _key_reused() -> ValidationFailed:

@@ -249,7 +249,7 @@ class EventStore:
         """
         async with self.pool.acquire() as connection:
             result = await self._append_on(connection, stream_id, events, expected_version)
-        self._signal_appended()
+        self.signal_appended()
         return result
 
     async def append_many(
@@ -275,7 +275,7 @@ class EventStore:
                     existing = await self._find_idempotency(connection, *idempotency[:2])
                     if existing is not None:
                         raise IdempotencyKeyReused(existing)
-        self._signal_appended()
+        self.signal_appended()
         return results
 
     async def idempotent_answer(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
@@ -367,10 +367,7 @@ class EventStore:
         return int(version or 0)
 
     def signal_appended(self) -> None:
-        """Wake tailing readers (the relay) after a commit the caller made itself."""
-        self._signal_appended()
-
-    def _signal_appended(self) -> None:
+        """Wake tailing readers (the relay) after a commit (`append_many_on` callers too)."""
         # NOTIFY inside the append transaction would serialise every commit in the cluster on
         # the notification queue lock; one coalesced NOTIFY after commit costs appends nothing.
         if self._signal_task is not None and not self._signal_task.done():

@@ -53,9 +53,6 @@ class InstancesProjection(VersionedTable):
             f"ON {self.table} (tenant_id, network_id, created_at, id)",
         ]
 
-    def create_view(self) -> list[str]:
-        return [f"CREATE OR REPLACE VIEW rm_instances AS SELECT * FROM {self.table}"]
-
     def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):

@@ -40,9 +40,6 @@ class NetworksProjection(VersionedTable):
             f"ON {self.table} (tenant_id, created_at, id)",
         ]
 
-    def create_view(self) -> list[str]:
-        return [f"CREATE OR REPLACE VIEW rm_networks AS SELECT * FROM {self.table}"]
-
     def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, NetworkCreated):

@@ -76,3 +76,9 @@ class VersionedTable:
 
     def tables(self) -> list[str]:
         return [self.table]
+
+    def create_view(self) -> list[str]:
+        """The plain-named view (`rm_<name>`) the query service reads, on this version."""
+        return [
+            f"CREATE OR REPLACE VIEW {self.table_prefix}{self.name} AS SELECT * FROM {self.table}"
+        ]

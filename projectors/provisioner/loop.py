@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ class BootLoop:
     ) -> None:
         self.pool, self.boots, self.client = pool, boots, client
         self.idle_seconds, self.batch = idle_seconds, batch
+        self._next_count = 0.0
 
     async def run(self) -> None:
         while True:
@@ -70,7 +72,9 @@ class BootLoop:
     async def boot_due(self) -> int:
         """Boot every due instance once; returns how many were handled."""
         table = self.boots.table
-        PENDING.set(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
+        if time.monotonic() >= self._next_count:  # the gauge, not every idle pass of the loop
+            PENDING.set(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
+            self._next_count = time.monotonic() + 1.0
         rows = await self.pool.fetch(_CLAIM.format(table=table), self.batch)
         for row in rows:
             # The boot continues the trace of the launch that asked for it.
