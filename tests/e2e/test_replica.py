@@ -105,7 +105,6 @@ async def test_the_query_services_read_the_replica_and_not_the_primary(replicate
     clients = "SELECT client_port FROM pg_stat_activity WHERE datname = 'cloudnet'"
 
     on_replica = {row["client_port"] for row in await fetch(replica_url(replicated), clients)}
-    on_primary = {row["client_port"] for row in await fetch(replicated.database_url, clients)}
 
     assert sorted(pids) == ["query-1", "query-2"]
     for name, pid in pids.items():
@@ -115,7 +114,9 @@ async def test_the_query_services_read_the_replica_and_not_the_primary(replicate
         assert to_replica <= on_replica, f"{name}'s connections are not the replica's clients"
         assert not local_ports_towards(pid, primary_port), f"{name} reads the primary"
     assert on_replica, "nobody reads the replica"
-    assert not on_replica & on_primary
+    # Not compared with the primary's client ports: a local port may serve one connection to
+    # the replica and another process's connection to the primary at once (the 4-tuples
+    # differ); that the query processes hold no connection to the primary is checked above.
 
 
 async def test_a_write_is_read_back_from_the_replica_at_once(replicated: Mesh) -> None:
