@@ -6,9 +6,12 @@
 # Build: docker build --target runtime -t cloudnet/app:local .   (compose.yaml does both)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The builder's Python: the same image by default; the local-image mesh
+# (infra/compose/local-images.yaml) gives a runtime without pip and a builder with it.
+ARG BUILDER_IMAGE=${PYTHON_IMAGE}
 
 # --- builder: the venv, from the lock only (no compilers needed: every dependency is a wheel)
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BUILDER_IMAGE} AS builder
 ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 ENV UV_COMPILE_BYTECODE=1 \

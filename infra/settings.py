@@ -6,6 +6,7 @@ Values come from the environment (names below) and fall back to what a local mes
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal, Self
 
@@ -41,8 +42,9 @@ class Settings(BaseSettings):
     #: Where this process listens (each HTTP service and each worker's /health + /metrics).
     host: str = "127.0.0.1"
     port: int = 8000
-    #: Unique name of this process instance, e.g. `command-1`; used in logs and discovery.
-    instance: str = "local"
+    #: Unique name of this process instance, e.g. `command-1`; used in logs and discovery. By
+    #: default the host name: a container's own, where compose runs replicas of one service.
+    instance: str = Field(default_factory=lambda: socket.gethostname())
     #: The host other processes and Consul reach this one at; None: `host`, or the address this
     #: machine's hostname resolves to when `host` listens on every interface (a container).
     advertise_address: str | None = None

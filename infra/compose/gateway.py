@@ -1,8 +1,13 @@
-"""The compose gateway's nginx.conf as a consul-template template: the local launcher's nginx
-template (infra/nginx/), listening on every interface of its container, logging to stdout, and
-with each upstream's servers ranged over the instances whose Consul checks pass.
+"""The compose gateway's nginx.conf: the local launcher's nginx template (infra/nginx/),
+listening on every interface of its container and logging to stdout. Its upstreams come either
 
-The Dockerfile writes it into the gateway image: `python -m infra.compose.gateway OUT`.
+- from Consul (compose.yaml): a consul-template template whose servers range over the instances
+  whose Consul checks pass; the Dockerfile writes it: `python -m infra.compose.gateway OUT`;
+- from the compose network's DNS (infra/compose/local-images.yaml, no Consul): one `server` per
+  upstream naming the compose service, which nginx resolves to every replica's address when it
+  loads the config; the gateway's entrypoint reloads it when those addresses change:
+  `python -m infra.compose.gateway --dns OUT`.
+
 Template language: https://github.com/hashicorp/consul-template/blob/main/docs/templating-language.md#service
 """
 
@@ -20,6 +25,8 @@ PREFIX = "/var/cache/nginx/cloudnet"
 GATEWAY_PORT = 8080
 STATUS_PORT = 8081
 OPEN_FILES = 65536
+#: The local-image gateway's limit, what podman grants here (podman/containers.conf).
+LOCAL_OPEN_FILES = 20000
 RATE_LIMIT = 1000
 
 
@@ -36,15 +43,28 @@ def consul_servers(upstream: str) -> str:
     )
 
 
+#: The compose service behind each upstream (compose.yaml), whose name resolves to its replicas.
+DNS_SERVICES = {"query_api": "query-api", "command_api": "command-api"}
+SERVICE_PORT = 8000
+
+
+def dns_servers(upstream: str) -> str:
+    """The upstream's one `server` line: the compose service's name, which nginx resolves to
+    every replica's address when it loads the config (each becomes a server of its own)."""
+    return f"        server {DNS_SERVICES[upstream]}:{SERVICE_PORT} max_fails=2 fail_timeout=5s;"
+
+
 def render_gateway_conf(
-    servers: Callable[[str], str] = consul_servers, prefix: str | Path = PREFIX
+    servers: Callable[[str], str] = consul_servers,
+    prefix: str | Path = PREFIX,
+    open_files: int = OPEN_FILES,
 ) -> str:
     """nginx.conf for the container; `servers(upstream)` gives each upstream's server lines."""
     conf = render(
         TEMPLATE,
         prefix=prefix,
         access_log="/dev/stdout",
-        open_files=OPEN_FILES,
+        open_files=open_files,
         gateway_port=GATEWAY_PORT,
         status_port=STATUS_PORT,
         rate_limit=RATE_LIMIT,
@@ -61,11 +81,17 @@ def render_gateway_conf(
 
 
 def main(arguments: list[str]) -> None:
+    dns = arguments[:1] == ["--dns"]
+    if dns:
+        arguments = arguments[1:]
     if len(arguments) != 1:
-        raise SystemExit("usage: python -m infra.compose.gateway OUT")
+        raise SystemExit("usage: python -m infra.compose.gateway [--dns] OUT")
     out = Path(arguments[0])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_gateway_conf())
+    if dns:
+        out.write_text(render_gateway_conf(dns_servers, open_files=LOCAL_OPEN_FILES))
+    else:
+        out.write_text(render_gateway_conf())
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ async def register(
 
     An agent that cannot be reached for `deadline_seconds` fails the start-up, so the process
     supervisor restarts the process rather than running it undiscoverable."""
-    if settings.consul_http_addr is None:
+    if not settings.consul_http_addr:
         yield None
         return
     registration = ServiceRegistration.of(settings, service, role)

@@ -40,7 +40,9 @@ _SCHEMA_CANDIDATES = [
 SCHEMA = next((path for path in _SCHEMA_CANDIDATES if path.exists()), _SCHEMA_CANDIDATES[0])
 COMPOSE_DIR = ROOT / "infra/compose"
 APP_IMAGE = "cloudnet/app:local"
-#: What an operator puts in `.env`: the only variables compose.yaml may read.
+#: The published ports an operator may move (defaults: 8080 and 9090).
+PORT_VARIABLES = {"CLOUDNET_GATEWAY_PORT": "8080", "CLOUDNET_PROMETHEUS_PORT": "9090"}
+#: What an operator puts in `.env`: with the ports, the only variables compose.yaml may read.
 SECRETS = {
     "CLOUDNET_JWT_SECRET": "a-private-secret-of-at-least-32-characters",
     "POSTGRES_PASSWORD": "pg-password",
@@ -68,7 +70,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def interpolate(value: str) -> str:
     """`${VAR:?message}` as compose fills it in from `.env` (`$$` is a literal `$`)."""
-    return VARIABLE.sub(lambda match: SECRETS[match.group(1)], value.replace("$$", "\0")).replace(
+    values = {**SECRETS, **PORT_VARIABLES}
+    return VARIABLE.sub(lambda match: values[match.group(1)], value.replace("$$", "\0")).replace(
         "\0", "$"
     )
 
@@ -105,8 +108,19 @@ def test_compose_yaml_follows_the_compose_specification(compose: dict[str, Any])
 # The processes: what the local launcher runs, as it runs them.
 
 
+def replicas(service: Mapping[str, Any]) -> int:
+    deploy = service.get("deploy", {})
+    # podman-compose reads `replicas` only with an explicit `mode: replicated`.
+    assert deploy.get("mode", "replicated") == "replicated"
+    if "replicas" in deploy:
+        assert deploy.get("mode") == "replicated", "podman-compose needs the mode spelled out"
+    return int(deploy.get("replicas", 1))
+
+
 def test_every_role_of_the_local_mesh_runs_as_often_in_containers(compose: dict[str, Any]) -> None:
-    modules = Counter(python_module(s) for s in cloudnet_services(compose).values())
+    modules: Counter[str | None] = Counter()
+    for service in cloudnet_services(compose).values():
+        modules[python_module(service)] += replicas(service)
     del modules[None]  # the migration
 
     assert modules == {role.module: role.instances for role in SERVICE_ROLES}
@@ -142,6 +156,8 @@ def test_every_process_gets_the_settings_the_local_launcher_gives_it(
 
     for name, service in cloudnet_services(compose).items():
         missing = launcher_keys - set(environment(service))
+        # A container takes its host name as its instance name (Settings.instance).
+        missing.discard("CLOUDNET_INSTANCE")
         assert not missing, f"{name} lacks {sorted(missing)}"
 
 
@@ -150,6 +166,7 @@ def test_every_process_starts_with_its_settings_in_compose_mode(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instances: set[str] = set()
+    monkeypatch.setattr("socket.gethostname", lambda: "a-container")
     for name, service in cloudnet_services(compose).items():
         values = environment(service)
         unknown = [
@@ -171,8 +188,12 @@ def test_every_process_starts_with_its_settings_in_compose_mode(
         assert (settings.host, settings.port) == ("0.0.0.0", 8000), name
         assert settings.consul_http_addr == "consul:8500", name
         assert urlsplit(settings.database_url).hostname == "postgres", name
-        assert settings.instance not in instances, f"{name} repeats {settings.instance}"
-        instances.add(settings.instance)
+        # Replicas of one service share its environment: each is named by its host name.
+        if "CLOUDNET_INSTANCE" in values:
+            assert settings.instance not in instances, f"{name} repeats {settings.instance}"
+            instances.add(settings.instance)
+        else:
+            assert settings.instance == "a-container", name
 
 
 def test_the_query_services_read_from_the_replica(compose: dict[str, Any]) -> None:
@@ -200,10 +221,12 @@ def test_compose_mode_refuses_a_public_or_weak_jwt_secret(
 
 def test_every_secret_comes_from_the_environment_and_is_required() -> None:
     text = (ROOT / "compose.yaml").read_text()
-    references = VARIABLE.findall(text)
+    references = [(n, d) for n, d in VARIABLE.findall(text) if n not in PORT_VARIABLES]
 
     assert {name for name, _ in references} == set(SECRETS)
     assert all(default.startswith(":?") for _, default in references), "a secret has a default"
+    ports = {n: d for n, d in VARIABLE.findall(text) if n in PORT_VARIABLES}
+    assert ports == {n: f":-{port}" for n, port in PORT_VARIABLES.items()}
     example = (COMPOSE_DIR / "example.env").read_text()
     assert set(re.findall(r"^(\w+)=", example, re.MULTILINE)) == set(SECRETS)
 

@@ -13,5 +13,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 
 # hot_standby_feedback: the primary's vacuum waits for the replica's queries instead of
-# cancelling them.
-exec postgres -c hot_standby=on -c hot_standby_feedback=on
+# cancelling them. A standby refuses to recover with max_connections (and the other
+# parameters PostgreSQL checks) below the primary's: compose.yaml starts the primary with 200.
+exec postgres -c hot_standby=on -c hot_standby_feedback=on -c max_connections=200
