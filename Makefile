@@ -11,7 +11,7 @@ APT_BINARIES := /usr/sbin/nginx /usr/bin/prometheus /usr/bin/promtool \
                 /usr/bin/prometheus-node-exporter /usr/bin/prometheus-postgres-exporter \
                 /usr/bin/prometheus-nginx-exporter
 
-.PHONY: up down status test unit integration e2e lint deps system-deps clean bench-store bench-load bench-gateway bench-connections bench-tools bench-replay
+.PHONY: up down status test unit integration e2e lint deps system-deps clean compose-deps compose-up compose-down compose-test bench-store bench-load bench-gateway bench-connections bench-tools bench-replay
 
 up: deps ## Start the whole mesh in the background (gateway on :8080)
 	$(VENV)/bin/cloudnet up
@@ -22,8 +22,9 @@ down: ## Stop everything `make up` started
 status: ## Each process of the mesh and its health
 	$(VENV)/bin/cloudnet status
 
-test: deps lint ## Lint, then unit, integration and e2e tests
+test: deps lint ## Lint, then unit, integration and e2e tests, then the containerised mesh
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	$(MAKE) --no-print-directory compose-test
 
 unit: deps
 	$(PY) -m pytest tests/unit
@@ -56,6 +57,35 @@ system-deps:
 	  echo "installing$$missing from Debian"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
 	fi
+
+# The containerised mesh (compose.yaml + infra/compose/local-images.yaml) on podman, with images
+# built here from Debian's packages (infra/compose/local/images.sh; the first build takes a few
+# minutes, later ones come from podman's cache). Gateway on :8080, Prometheus on :9090 unless
+# COMPOSE_ARGS="--gateway-port N --prometheus-port M".
+COMPOSE_PACKAGES := podman netavark aardvark-dns runc debootstrap uidmap slirp4netns
+COMPOSE_BINARIES := /usr/bin/podman /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns \
+                    /usr/sbin/runc /usr/sbin/debootstrap
+COMPOSE_ARGS ?=
+
+compose-deps:
+	@missing=""; for binary in $(COMPOSE_BINARIES); do [ -x $$binary ] || missing="$$missing $$binary"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "the containerised mesh needs$$missing: run as root or: sudo apt-get install $(COMPOSE_PACKAGES)" >&2; exit 1; \
+	  fi; \
+	  echo "installing$$missing from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(COMPOSE_PACKAGES) \
+	    || { echo "could not install podman from Debian: the containerised mesh cannot run" >&2; exit 1; }; \
+	fi
+
+compose-up: deps compose-deps ## The mesh in containers on podman (local images), waits until it answers
+	$(PY) -m infra.compose.podman up $(COMPOSE_ARGS)
+
+compose-down: ## Stop and remove the containerised mesh (its data stays: COMPOSE_ARGS=--volumes)
+	$(PY) -m infra.compose.podman down $(COMPOSE_ARGS)
+
+compose-test: deps compose-deps ## Tests against the running containers (own project, ports)
+	$(PY) -m pytest -rP tests/compose
 
 clean: down
 	rm -rf $(VENV) .tools .cloudnet

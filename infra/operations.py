@@ -51,7 +51,8 @@ def with_store(ctx: typer.Context, work: Callable[[EventStore], Awaitable[T]]) -
         console.print(f"[bold red]✗[/bold red] {error}")
         raise typer.Exit(2) from error
     except OSError as error:
-        console.print(f"[bold red]✗[/bold red] cannot reach the event store: {error}")
+        reason = str(error) or type(error).__name__  # a timeout says nothing of itself
+        console.print(f"[bold red]✗[/bold red] cannot reach the event store: {reason}")
         raise typer.Exit(2) from error
 
 

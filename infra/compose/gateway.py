@@ -25,7 +25,7 @@ PREFIX = "/var/cache/nginx/cloudnet"
 GATEWAY_PORT = 8080
 STATUS_PORT = 8081
 OPEN_FILES = 65536
-#: The local-image gateway's limit, what podman grants here (podman/containers.conf).
+#: The local-image gateway's limit, what podman grants here (local/containers.conf).
 LOCAL_OPEN_FILES = 20000
 RATE_LIMIT = 1000
 

@@ -36,7 +36,7 @@ from infra.auth import issue_token
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = (ROOT / "compose.yaml", ROOT / "infra/compose/local-images.yaml")
-CONTAINERS_CONF = ROOT / "infra/compose/podman/containers.conf"
+CONTAINERS_CONF = ROOT / "infra/compose/local/containers.conf"
 IMAGES_SCRIPT = ROOT / "infra/compose/local/images.sh"
 #: The cloudnet processes, started once the migration has run (compose.yaml's services).
 APP_SERVICES = ("command-api", "query-api", "relay", "projector", "provisioner")
@@ -222,7 +222,17 @@ class ComposeMesh:
         )
 
     def down(self, *, volumes: bool = False) -> None:
+        """Stop and remove the project's containers and network (and with `volumes` its data).
+        podman-compose removes only the replicas the file declares: containers added by
+        `scale` are removed here by their project label."""
         self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "10")
+        label = f"label=io.podman.compose.project={self.project}"
+        leftovers = podman("ps", "--all", "--quiet", "--filter", label).split()
+        if leftovers:
+            podman("rm", "--force", "--time", "10", *leftovers)
+        networks = podman("network", "ls", "--quiet", "--filter", label).split()
+        if networks:
+            podman("network", "rm", "--force", *networks)
         if volumes:
             self.secrets_file.unlink(missing_ok=True)
 

@@ -24,7 +24,12 @@ from jsonschema import Draft7Validator
 from pydantic import ValidationError
 
 from infra.cli import app as cloudnet_cli
-from infra.compose.gateway import consul_servers, render_gateway_conf
+from infra.compose.gateway import (
+    LOCAL_OPEN_FILES,
+    consul_servers,
+    dns_servers,
+    render_gateway_conf,
+)
 from infra.launcher.gateway import NGINX
 from infra.launcher.layout import MeshLayout
 from infra.launcher.services import SERVICE_ROLES, service_specs
@@ -366,6 +371,30 @@ def test_nginx_accepts_the_gateway_config_consul_template_renders(
     assert "listen 8080 " in rendered
     for address in passing.get("query_api", []):
         assert f"server {address} max_fails=2" in rendered
+
+
+def test_nginx_accepts_the_gateway_config_that_finds_replicas_through_dns(tmp_path: Path) -> None:
+    """The local-image gateway (infra/compose/local-images.yaml) names compose services, which
+    resolve inside the compose network only: here they are pointed at localhost."""
+    (tmp_path / "tmp").mkdir()
+    rendered = render_gateway_conf(dns_servers, tmp_path, open_files=LOCAL_OPEN_FILES)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        rendered.replace("query-api:", "localhost:").replace("command-api:", "localhost:")
+    )
+
+    result = subprocess.run(
+        [str(NGINX), "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "server query-api:8000 max_fails=2" in rendered
+    assert "server command-api:8000 max_fails=2" in rendered
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert {"query-api", "command-api"} <= set(services)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
