@@ -35,6 +35,33 @@ class Principal:
 
 def verify_token(authorization: str | None, *, secret: str, audience: str) -> Principal:
     """The principal of an `Authorization: Bearer <jwt>` header, or `NotAuthenticated`."""
+    return _verify(authorization, secret=secret, audience=audience)[0]
+
+
+class TokenVerifier:
+    """`verify_token` that remembers the tokens it accepted until they expire.
+
+    A client sends the same token on every request, and decoding and checking it again costs
+    about 8 % of a command's CPU (docs/BENCHMARKS.md). An HS256 token is immutable and signed
+    with this process's secret: a header string accepted once stays valid until its `exp`.
+    Only acceptances are remembered, at most `max_entries` (the cache starts over when full)."""
+
+    def __init__(self, *, secret: str, audience: str, max_entries: int = 10_000) -> None:
+        self.secret, self.audience, self.max_entries = secret, audience, max_entries
+        self._accepted: dict[str, tuple[Principal, float]] = {}
+
+    def __call__(self, authorization: str) -> Principal:
+        known = self._accepted.get(authorization)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        principal, expires = _verify(authorization, secret=self.secret, audience=self.audience)
+        if len(self._accepted) >= self.max_entries:
+            self._accepted.clear()
+        self._accepted[authorization] = (principal, expires)
+        return principal
+
+
+def _verify(authorization: str | None, *, secret: str, audience: str) -> tuple[Principal, float]:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("send Authorization: Bearer <token>")
@@ -55,7 +82,8 @@ def verify_token(authorization: str | None, *, secret: str, audience: str) -> Pr
         raise NotAuthenticated("the token's tenant claim is missing or malformed")
     if not isinstance(subject, str) or not isinstance(scope, str):
         raise NotAuthenticated("the token's sub or scope claim is malformed")
-    return Principal(subject=subject, tenant=tenant, scopes=frozenset(scope.split()))
+    principal = Principal(subject=subject, tenant=tenant, scopes=frozenset(scope.split()))
+    return principal, float(claims["exp"])
 
 
 def issue_token(

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 #: Set per request by the HTTP middleware; read by every log record made while it runs.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -29,8 +29,9 @@ class RequestContextFilter(logging.Filter):
 def configure_logging(service: str, instance: str, level: str = "INFO") -> None:
     """Send every record (ours, uvicorn's, FastStream's) to stdout as JSON lines."""
     handler = logging.StreamHandler(sys.stdout)
+    # orjson: a command's one log line cost 4.5 % of its CPU with the stdlib json encoder.
     handler.setFormatter(
-        JsonFormatter(
+        OrjsonFormatter(
             "{asctime}{levelname}{name}{message}{request_id}{tenant}{trace_id}",
             style="{",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 
-from infra.auth import READ_SCOPE, WRITE_SCOPE, verify_token
+from infra.auth import READ_SCOPE, WRITE_SCOPE, TokenVerifier
 from infra.logs import REQUEST_ID, TENANT
 from infra.problems import PayloadTooLarge, Problem, UnsupportedMediaType, render
 
@@ -113,7 +113,8 @@ class BearerAuth:
     writes `cloud:write`. The principal is left in `scope["state"]["principal"]`."""
 
     def __init__(self, app: ASGIApp, secret: str, audience: str) -> None:
-        self.app, self.secret, self.audience = app, secret, audience
+        self.app = app
+        self.verify = TokenVerifier(secret=secret, audience=audience)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(("/v1/", "/internal/")):
@@ -122,7 +123,7 @@ class BearerAuth:
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         try:
-            principal = verify_token(authorization, secret=self.secret, audience=self.audience)
+            principal = self.verify(authorization)
             read = scope["method"] in {"GET", "HEAD"}
             principal.require(READ_SCOPE if read else WRITE_SCOPE)
         except Problem as problem:

@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from infra.auth import issue_token, verify_token
+from infra.auth import TokenVerifier, issue_token, verify_token
 from infra.problems import Forbidden, NotAuthenticated
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
@@ -89,3 +89,43 @@ def test_a_missing_scope_is_forbidden() -> None:
     )
     with pytest.raises(Forbidden):
         principal.require("cloud:write")
+
+
+def test_the_verifier_remembers_an_accepted_token_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = TokenVerifier(secret=SECRET, audience="cloudnet")
+    now = time.time()
+    token = bearer(jwt.encode(claims(exp=int(now) + 60), SECRET, algorithm="HS256"))
+    first = verifier(token)
+    decoded: list[bool] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(True)
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+
+    assert verifier(token) is first
+    assert decoded == []
+    # Past its exp the token is verified again (PyJWT's own clock then decides).
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    verifier(token)
+    assert decoded == [True]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        jwt.encode(claims(), "another-secret-that-is-long-enough-for-hs256", algorithm="HS256"),
+        jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256"),
+        jwt.encode(claims(), None, algorithm="none"),
+    ],
+    ids=["wrong-key", "expired", "alg-none"],
+)
+def test_the_verifier_never_remembers_a_refusal(token: str) -> None:
+    verifier = TokenVerifier(secret=SECRET, audience="cloudnet")
+    for _ in range(2):
+        with pytest.raises(NotAuthenticated):
+            verifier(bearer(token))
