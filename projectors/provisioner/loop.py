@@ -76,20 +76,30 @@ class BootLoop:
             PENDING.set(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
             self._next_count = time.monotonic() + 1.0
         rows = await self.pool.fetch(_CLAIM.format(table=table), self.batch)
-        for row in rows:
-            # The boot continues the trace of the launch that asked for it.
-            with tracer.start_as_current_span(
-                "provisioner.boot", context=context_of(row["traceparent"]), kind=SpanKind.INTERNAL
-            ):
-                outcome = await self._boot(row["tenant_id"], row["instance_id"])
+        # The claimed boots run concurrently (one HTTP call each, at most `batch` at once):
+        # one at a time, a burst of launches drained at ~25 boots/s (docs/BENCHMARKS.md).
+        outcomes = await asyncio.gather(*(self._traced_boot(row) for row in rows))
+        finished = [
+            row["instance_id"]
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome != "retry"
+        ]
+        for row, outcome in zip(rows, outcomes, strict=True):
             BOOTED.labels(outcome).inc()
             if outcome == "retry":
                 await self.pool.execute(_BACK_OFF.format(table=table), row["instance_id"])
-            else:
-                await self.pool.execute(
-                    f"DELETE FROM {table} WHERE instance_id = $1", row["instance_id"]
-                )
+        if finished:
+            await self.pool.execute(
+                f"DELETE FROM {table} WHERE instance_id = ANY($1::uuid[])", finished
+            )
         return len(rows)
+
+    async def _traced_boot(self, row: asyncpg.Record) -> str:
+        # The boot continues the trace of the launch that asked for it.
+        with tracer.start_as_current_span(
+            "provisioner.boot", context=context_of(row["traceparent"]), kind=SpanKind.INTERNAL
+        ):
+            return await self._boot(row["tenant_id"], row["instance_id"])
 
     async def _boot(self, tenant_id: str, instance_id: uuid.UUID) -> str:
         try:
