@@ -15,6 +15,7 @@ from infra.consul import register
 from infra.http.app import create_service_app
 from infra.settings import Settings
 from query_api import routes
+from query_api.freshness import RecentFreshness
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         jwt_audience=settings.jwt_audience,
     )
     app.state.settings = settings
+    app.state.recent_freshness = RecentFreshness()
     app.state.breakers = Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds)
 
     app.include_router(routes.router)

@@ -120,7 +120,11 @@ async def _answer(
     async with request.app.state.breakers.guard("read_models", failures=DATABASE_DOWN):
         # Position 0 comes before the first event: every read model includes it.
         freshness = await read_model_freshness(
-            pool, read_models_used, min_position or None, settings.min_position_timeout_seconds
+            pool,
+            read_models_used,
+            min_position or None,
+            settings.min_position_timeout_seconds,
+            request.app.state.recent_freshness,
         )
         content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
