@@ -11,7 +11,7 @@ APT_BINARIES := /usr/sbin/nginx /usr/bin/prometheus /usr/bin/promtool \
                 /usr/bin/prometheus-node-exporter /usr/bin/prometheus-postgres-exporter \
                 /usr/bin/prometheus-nginx-exporter
 
-.PHONY: up down status test unit integration e2e lint deps system-deps clean compose-deps compose-up compose-down compose-test bench-store bench-load bench-gateway bench-connections bench-tools bench-replay
+.PHONY: up down status test unit integration e2e lint deps system-deps clean compose-deps compose-up compose-down compose-test bench bench-store bench-load bench-gateway bench-connections bench-tools bench-replay
 
 up: deps ## Start the whole mesh in the background (gateway on :8080)
 	$(VENV)/bin/cloudnet up
@@ -89,6 +89,10 @@ compose-test: deps compose-deps ## Tests against the running containers (own pro
 
 clean: down
 	rm -rf $(VENV) .tools .cloudnet
+
+bench: deps bench-tools ## Every benchmark next to its same-run baseline; writes docs/BENCHMARKS.md
+	ulimit -n $(BENCH_OPEN_FILES) 2>/dev/null || ulimit -n $$(ulimit -Hn); \
+	$(PY) -m benchmarks.suite $(BENCH_ARGS)
 
 bench-store: deps ## Event store throughput next to raw asyncpg, same run
 	$(PY) -m benchmarks.eventstore

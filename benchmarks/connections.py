@@ -19,6 +19,7 @@ Run: `make bench-connections` (it raises `ulimit -n`), or
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import tempfile
 import threading
@@ -188,6 +189,7 @@ def main(
     gateway_port: GatewayPort = 24126,
     prometheus_port: PrometheusPort = 24127,
     baseline_port: Annotated[int, typer.Option(help="Baseline nginx; +4: the app")] = 24220,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON")] = None,
 ) -> None:
     """Hold many connections open at the gateway and report what broke."""
     console = Console(width=170)
@@ -236,6 +238,9 @@ def main(
         console.print(f"nginx error log during the {side} run ({sum(f.log.values()):,} lines):")
         for message, count in f.log.most_common(8):
             console.print(f"  {count:>7,}  {message}")
+    if json_out is not None:
+        sides = {side: f.result.as_dict() for side, f in figures.items()}
+        json_out.write_text(json.dumps({"connections": connections, "sides": sides}, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ It creates a database `cloudnet_bench_<random>` on `--postgres` and drops it at 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -27,6 +28,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Protocol
 
 import asyncpg
@@ -390,6 +392,7 @@ def main(
     warmup: Annotated[int, typer.Option(help="Untimed events per side first")] = 1_000,
     rounds: Annotated[int, typer.Option(help="Timed rounds per side, ABBA")] = 8,
     pool_size: Annotated[int, typer.Option(help="Connections per side")] = 16,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON")] = None,
 ) -> None:
     """Print event store throughput next to raw asyncpg, measured in the same run."""
     options = Options(postgres, streams, events, single_writer_events, warmup, rounds, pool_size)
@@ -397,6 +400,18 @@ def main(
     console = Console(width=160)
     console.print(facts, options.describe(), sep="\n", soft_wrap=True)
     console.print(render(figures))
+    if json_out is not None:
+        rows = [
+            {
+                "scenario": figure.label,
+                "cloudnet_per_second": figure.cloudnet.rate,
+                "baseline_per_second": figure.raw.rate,
+                "ratio": figure.ratio,
+                "target": figure.target,
+            }
+            for figure in figures
+        ]
+        json_out.write_text(json.dumps({"facts": facts, "figures": rows}, indent=2))
 
 
 if __name__ == "__main__":

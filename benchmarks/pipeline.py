@@ -26,7 +26,11 @@ in commit order: the position alone is not commit order, so
 - "caught up" means the checkpoint reached the commit-order head as it was when the appends
   stopped (the last committed event, ordered by transaction id and position);
 - rates are position deltas over time: "while appending" from the start until the last writer
-  returned; "until caught up" from the start until that stage caught up, the rate it sustained.
+  returned; "until caught up" from the start until that stage caught up, the rate it sustained;
+  "backlog drained at" is the lag at the stop over the time it took to catch up (with no
+  writers competing for the CPU and the database any more).
+  A stage that keeps up shows the append rate: its capacity is higher, and only a faster
+  append (`--writers`, `--networks-per-txn`) would show it.
 
 Before the run it waits until every stage has caught up with the existing head, so that a
 backlog from earlier traffic is not counted. A projection halted at a dead letter would never
@@ -290,6 +294,8 @@ class Run:
     stages: list[str]
     halted: list[str]
     settled_seconds: float
+    #: Stages still behind the earlier head when the run started anyway.
+    unsettled: list[str]
     start: Snapshot
     stop: Snapshot
     target: Position
@@ -314,10 +320,11 @@ async def pipeline(database_url: str, tenants: list[str], options: PipelineOptio
         checkpoints = Checkpoints(connection)
         await checkpoints.discover()
         settle_started = time.perf_counter()
-        await checkpoints.wait_caught_up(
+        settling = await checkpoints.wait_caught_up(
             await checkpoints.commit_order_head(), options.catch_up_timeout
         )
         settled = time.perf_counter() - settle_started
+        unsettled = [stage for stage, seconds in settling.items() if seconds is None]
 
         samples: list[Snapshot] = []
         start = await checkpoints.snapshot()
@@ -357,6 +364,7 @@ async def pipeline(database_url: str, tenants: list[str], options: PipelineOptio
         checkpoints.stages,
         checkpoints.halted,
         settled,
+        unsettled,
         start,
         stop,
         target,
@@ -381,6 +389,13 @@ class StageFigures:
     caught_up_seconds: float | None
     sustained_rate: float | None
     max_lag: int
+
+    @property
+    def drain_rate(self) -> float | None:
+        """How fast the backlog at the stop went, in events/s."""
+        if not self.caught_up_seconds or not self.behind_at_stop:
+            return None
+        return self.behind_at_stop / self.caught_up_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +454,7 @@ class Report:
             "max lag while running",
             "lag when appends stopped",
             "caught up after (s)",
+            "backlog drained at",
             "rate until caught up",
         )
         for column in columns:
@@ -452,24 +468,24 @@ class Report:
                 f"{figures.max_lag:,}",
                 f"{figures.behind_at_stop:,}",
                 _seconds(figures.caught_up_seconds, self.options.catch_up_timeout),
-                "-" if figures.sustained_rate is None else f"{figures.sustained_rate:,.0f}",
+                _rate(figures.drain_rate),
+                _rate(figures.sustained_rate),
             )
         return table
 
     def timeline_table(self, rows: int = 14) -> Table:
         run = self.run
-        table = Table(box=box.SIMPLE_HEAD, title="Timeline: head and each stage's lag (events)")
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            title="Timeline: head and each stage's lag (events; the line: appends stopped)",
+        )
         table.add_column("t (s)", justify="right")
         table.add_column("head", justify="right")
         for name in run.stages:
             table.add_column(name, justify="right")
         step = max(1, math.ceil(len(run.samples) / rows))
-        chosen = [*run.samples[::step], run.samples[-1]]
-        seen: set[int] = set()
-        for snapshot in chosen:
-            if id(snapshot) in seen:
-                continue
-            seen.add(id(snapshot))
+        chosen = {id(s): s for s in [*run.samples[::step], run.stop, run.samples[-1]]}
+        for snapshot in sorted(chosen.values(), key=lambda s: s.at):
             table.add_row(
                 f"{snapshot.at - run.start.at:.1f}",
                 f"{snapshot.head:,}",
@@ -490,6 +506,7 @@ class Report:
                 "max_lag_events": figures.max_lag,
                 "lag_events_at_stop": figures.behind_at_stop,
                 "caught_up_seconds": figures.caught_up_seconds,
+                "backlog_drain_rate": figures.drain_rate,
                 "rate_until_caught_up": figures.sustained_rate,
             }
         relays = [name for name in run.stages if name.startswith("relay ")]
@@ -505,6 +522,7 @@ class Report:
             },
             "append_errors": dict(appended.errors),
             "settled_seconds_before": run.settled_seconds,
+            "unsettled_before": run.unsettled,
             "relay_publish_rate": (
                 stages[relays[0]]["rate_while_appending"] if relays else math.nan
             ),
@@ -512,6 +530,10 @@ class Report:
             "halted_projections": run.halted,
             "load_generator_cpu_share": self.cpu_seconds / seconds,
         }
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _seconds(value: float | None, timeout: float) -> str:
@@ -561,6 +583,11 @@ def main(
     report = Report(run, options, cpu)
     if run.settled_seconds > 1:
         console.print(f"waited {run.settled_seconds:.1f} s for earlier backlog first")
+    if run.unsettled:
+        console.print(
+            f"[yellow]still behind the earlier head after {catch_up_timeout:g} s, started "
+            f"anyway: {', '.join(run.unsettled)} (their figures include that backlog)"
+        )
     console.print(report.append_table(), report.stages_table(), report.timeline_table())
     summary = report.summary()
     slowest = [

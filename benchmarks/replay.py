@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 from rich.console import Console
@@ -89,7 +91,7 @@ async def read_ceiling(store: EventStore, batch_size: int) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-async def main(events: int, batch_size: int) -> None:
+async def main(events: int, batch_size: int) -> dict[str, object]:
     name = f"cloudnet_bench_replay_{uuid.uuid4().hex[:8]}"
     url = f"{SERVER}/{name}"
     await migrate(url)
@@ -113,6 +115,11 @@ async def main(events: int, batch_size: int) -> None:
         for run, raw, rebuilt in rows:
             table.add_row(str(run), f"{raw:,.0f}", f"{rebuilt:,.0f}", f"{rebuilt / raw:.0%}")
         console.print(table)
+        figures = [
+            {"run": run, "raw_read_per_second": raw, "replay_per_second": rebuilt}
+            for run, raw, rebuilt in rows
+        ]
+        return {"events": seeded, "batch_size": batch_size, "runs": figures}
     finally:
         await store.close()
         connection = await asyncpg.connect(f"{SERVER}/postgres")
@@ -124,5 +131,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--json-out", help="also write the figures as JSON")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.events, arguments.batch_size))
+    summary = asyncio.run(main(arguments.events, arguments.batch_size))
+    if arguments.json_out:
+        Path(arguments.json_out).write_text(json.dumps(summary, indent=2))

@@ -35,10 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import itertools
 import json
 import math
 import random
 import resource
+import ssl
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -71,6 +75,10 @@ from infra.launcher.services import service_specs
 PERCENTILES = (50, 95, 99)
 #: Subnets are /24s carved in order from a run's /16 networks.
 SUBNETS_PER_NETWORK = 256
+#: Past these the generator's own queueing shows in its figures, and the run says so.
+LATE_SEND_MS, BUSY_GENERATOR = 20.0, 0.8
+#: Connections per httpx client at most (see `_open`).
+CONNECTIONS_PER_CLIENT = 16
 #: How often the projectors' lag gauges are sampled while commands run.
 GAUGE_SAMPLE_SECONDS = 0.5
 #: Metric families read from the services' /metrics.
@@ -79,6 +87,8 @@ RELAY_PUBLISH = "cloudnet_relay_publish_seconds"
 PROJECTION_LAG = "cloudnet_projection_lag_seconds"
 PROJECTION_POSITION = "cloudnet_projection_checkpoint_position"
 PROJECTION_APPLIED = "cloudnet_projection_events_applied_total"
+#: What is read before and after the run.
+SERVER_FAMILIES = (HTTP_DURATION, RELAY_PUBLISH, PROJECTION_APPLIED)
 #: The routes this benchmark calls (route templates, as the services label them).
 ROUTES_USED = (
     ("POST", "/v1/networks"),
@@ -88,14 +98,27 @@ ROUTES_USED = (
 )
 
 
+def skip_sniffio_lookups() -> None:
+    """httpcore 1.0 runs `import sniffio` each time it sets up a lock or semaphore (several per
+    request). sniffio is not installed here (anyio 4 does not need it), and a failed import is
+    not cached, so every try searches sys.path again: in a profile of this benchmark that was a
+    third of the generator's CPU. A None entry in sys.modules makes the import fail at once,
+    with the same outcome (httpcore then assumes asyncio)."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
 # -- Prometheus text format -------------------------------------------------------------------
 
 #: One sample: metric name (with _bucket/_count suffix) and its labels, sorted.
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def parse_metrics(text: str) -> dict[SampleKey, float]:
-    """Every sample of a /metrics page by name and labels."""
+def parse_metrics(text: str, families: tuple[str, ...] | None = None) -> dict[SampleKey, float]:
+    """The samples of a /metrics page by name and labels: every one, or those of `families`
+    (parsing only their lines: the whole page costs ~10 ms of CPU)."""
+    if families is not None:
+        text = "\n".join(line for line in text.splitlines() if line.startswith(families))
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
         for family in text_string_to_metric_families(text)
@@ -173,19 +196,21 @@ class MetricsReader:
     def programs(self, *prefixes: str) -> list[str]:
         return sorted(name for name in self.ports if name.startswith(prefixes))
 
-    async def read(self, programs: Iterable[str]) -> dict[str, dict[SampleKey, float]]:
-        """Each program's samples; a program that does not answer is left out."""
+    async def read(
+        self, programs: Iterable[str], families: tuple[str, ...]
+    ) -> dict[str, dict[SampleKey, float]]:
+        """Each program's samples of `families`; a program that does not answer is left out."""
         names = list(programs)
-        pages = await asyncio.gather(*(self._page(name) for name in names))
+        pages = await asyncio.gather(*(self._page(name, families) for name in names))
         return {name: page for name, page in zip(names, pages, strict=True) if page is not None}
 
-    async def _page(self, program: str) -> dict[SampleKey, float] | None:
+    async def _page(self, program: str, families: tuple[str, ...]) -> dict[SampleKey, float] | None:
         try:
             response = await self.client.get(f"http://127.0.0.1:{self.ports[program]}/metrics")
             response.raise_for_status()
         except httpx.HTTPError:
             return None
-        return parse_metrics(response.text)
+        return parse_metrics(response.text, families)
 
 
 def active_projection_gauges(
@@ -219,6 +244,10 @@ class Recorder:
     send_delays: list[float] = field(default_factory=list)
     lags: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     never_visible: Counter[str] = field(default_factory=Counter)
+    #: Round trip of the GET that answered 200 (the part of the lag that is the read itself).
+    final_gets: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: Probes whose first GET already answered 200 (their lag is one GET round trip).
+    first_get_hits: Counter[str] = field(default_factory=Counter)
     not_probed: Counter[str] = field(default_factory=Counter)
     polls: int = 0
     poll_answers: Counter[str] = field(default_factory=Counter)
@@ -255,8 +284,8 @@ class Visibility:
 
     def __init__(
         self,
-        commands: httpx.AsyncClient,
-        pollers: httpx.AsyncClient,
+        commands: list[httpx.AsyncClient],
+        pollers: list[httpx.AsyncClient],
         tokens: list[str],
         options: VisibilityOptions,
     ) -> None:
@@ -323,7 +352,8 @@ class Visibility:
         recorder, headers = self.recorder, self.headers[tenant]
         recorder.sent[kind] += 1
         try:
-            response = await self.commands.post(path, json=body, headers=headers)
+            client = self.commands[number % len(self.commands)]
+            response = await client.post(path, json=body, headers=headers)
         except httpx.HTTPError as error:
             recorder.transport_errors[(kind, type(error).__name__)] += 1
             return
@@ -352,12 +382,14 @@ class Visibility:
 
     async def _probe(self, kind: str, path: str, headers: dict[str, str], answered: float) -> None:
         recorder, poll = self.recorder, self.options.poll
+        client = self.pollers[hash(path) % len(self.pollers)]
         async with self.slots:
             deadline = answered + self.options.give_up
-            while True:
+            for attempt in itertools.count():
                 recorder.polls += 1
+                sent = time.perf_counter()
                 try:
-                    response = await self.pollers.get(path, headers=headers)
+                    response = await client.get(path, headers=headers)
                     outcome = str(response.status_code)
                 except httpx.HTTPError as error:
                     outcome = type(error).__name__
@@ -365,6 +397,9 @@ class Visibility:
                 recorder.poll_answers[outcome] += 1
                 if outcome == "200":
                     recorder.lags[kind].append(seen - answered)
+                    recorder.final_gets[kind].append(seen - sent)
+                    if attempt == 0:
+                        recorder.first_get_hits[kind] += 1
                     return
                 if seen >= deadline:
                     recorder.never_visible[kind] += 1
@@ -377,7 +412,7 @@ async def sample_gauges(
 ) -> None:
     """Every GAUGE_SAMPLE_SECONDS, each projection's lag gauge from its active projector."""
     while not stop.is_set():
-        pages = await reader.read(programs)
+        pages = await reader.read(programs, (PROJECTION_LAG, PROJECTION_POSITION))
         for projection, value in active_projection_gauges(pages, PROJECTION_LAG).items():
             recorder.lag_gauges[projection].append(value)
         with contextlib.suppress(TimeoutError):
@@ -394,26 +429,15 @@ class Outcome:
 
 async def measure(mesh: Mesh, tokens: list[str], options: VisibilityOptions) -> Outcome:
     """Scrape, run the commands and their pollers, scrape again."""
-    timeout = httpx.Timeout(30.0)
-    command_limits = httpx.Limits(
-        max_connections=options.connections, max_keepalive_connections=options.connections
-    )
-    poller_limits = httpx.Limits(
-        max_connections=options.pollers, max_keepalive_connections=options.pollers
-    )
-    async with (
-        httpx.AsyncClient(
-            base_url=mesh.gateway_url, limits=command_limits, timeout=timeout
-        ) as commands,
-        httpx.AsyncClient(
-            base_url=mesh.gateway_url, limits=poller_limits, timeout=timeout
-        ) as pollers,
-        httpx.AsyncClient(timeout=10.0) as scraper,
-    ):
+    skip_sniffio_lookups()
+    async with contextlib.AsyncExitStack() as stack:
+        commands = await _open(stack, mesh.gateway_url, options.connections)
+        pollers = await _open(stack, mesh.gateway_url, options.pollers)
+        scraper = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
         reader = MetricsReader(mesh, scraper)
         everything = reader.programs("command-", "query-", "relay-", "projector-", "provisioner-")
         projectors = reader.programs("projector-", "provisioner-")
-        before = await reader.read(everything)
+        before = await reader.read(everything, SERVER_FAMILIES)
         visibility = Visibility(commands, pollers, tokens, options)
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_gauges(reader, visibility.recorder, stop, projectors))
@@ -423,8 +447,28 @@ async def measure(mesh: Mesh, tokens: list[str], options: VisibilityOptions) -> 
         finally:
             stop.set()
             await sampler
-        after = await reader.read(everything)
+        after = await reader.read(everything, SERVER_FAMILIES)
     return Outcome(visibility.recorder, started, before, after)
+
+
+async def _open(
+    stack: contextlib.AsyncExitStack, base_url: str, connections: int
+) -> list[httpx.AsyncClient]:
+    """Clients of at most CONNECTIONS_PER_CLIENT connections that share `connections`.
+
+    httpcore's pool walks every connection of the pool (a readability check, one syscall each)
+    whenever a request starts or ends, so one pool of hundreds of connections costs the
+    generator more CPU than the requests do; several small pools do not."""
+    count = max(1, math.ceil(connections / CONNECTIONS_PER_CLIENT))
+    size = math.ceil(connections / count)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    tls = ssl.create_default_context()  # one for all: each costs ~80 ms of CPU to load
+    return [
+        await stack.enter_async_context(
+            httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0, verify=tls)
+        )
+        for _ in range(count)
+    ]
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -473,8 +517,17 @@ class Report:
             box=box.SIMPLE_HEAD,
             title="Visibility lag: 201 received → first plain GET 200 (ms, includes one GET)",
         )
-        columns = ("resource", "samples", *(f"p{p}" for p in PERCENTILES), "max")
-        for column in (*columns, f"never in {self.options.give_up:g} s", "not probed"):
+        columns = (
+            "resource",
+            "samples",
+            *(f"p{p}" for p in PERCENTILES),
+            "max",
+            f"never in {self.options.give_up:g} s",
+            "not probed",
+            "200 at 1st GET",
+            "that GET p50",
+        )
+        for column in columns:
             table.add_column(column, justify="left" if column == "resource" else "right")
         recorder = self.recorder
         for kind in self.kinds():
@@ -486,6 +539,8 @@ class Report:
                 ms(max(samples, default=math.nan)),
                 f"{recorder.never_visible[kind]:,}",
                 f"{recorder.not_probed[kind]:,}",
+                _share(recorder.first_get_hits[kind], len(samples)),
+                ms(percentile(recorder.final_gets[kind], 50)),
             )
         return table
 
@@ -584,6 +639,8 @@ class Report:
                     "visibility_lag_ms": _quantiles(recorder.lags[kind]),
                     "never_visible": recorder.never_visible[kind],
                     "not_probed": recorder.not_probed[kind],
+                    "visible_at_first_get": recorder.first_get_hits[kind],
+                    "final_get_ms": _quantiles(recorder.final_gets[kind]),
                 }
                 for kind in self.kinds()
             },
@@ -618,6 +675,10 @@ def finite(value: Any) -> Any:
     return value
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "-"
+
+
 def _others(statuses: Counter[int]) -> str:
     others = [f"{n:,} x {status}" for status, n in sorted(statuses.items()) if status != 201]
     return ", ".join(others) or "0"
@@ -641,7 +702,7 @@ def main(
     give_up: Annotated[
         float, typer.Option(help="Seconds after which a resource counts as never visible")
     ] = 10,
-    pollers: Annotated[int, typer.Option(help="Pollers (and their connections) at once")] = 64,
+    pollers: Annotated[int, typer.Option(help="Pollers (and their connections) at once")] = 128,
     connections: Annotated[int, typer.Option(help="Connections for the commands at most")] = 256,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     base_port: BasePort = 24000,
@@ -690,6 +751,13 @@ def main(
         f"not probed: {summary['not_probed']}; {summary['poll_requests']:,} poll GETs; "
         f"load generator used {summary['load_generator_cpu_share']:.0%} of a core"
     )
+    late = summary["send_delay_ms"]["p99"]
+    if late > LATE_SEND_MS or summary["load_generator_cpu_share"] > BUSY_GENERATOR:
+        console.print(
+            f"[yellow]the load generator was behind its schedule (send delay p99 {late:,.0f} ms, "
+            f"{summary['load_generator_cpu_share']:.0%} of a core): the client-side latencies and "
+            "lags include its own queueing; compare them with the server-side histograms"
+        )
     if summary["not_probed"]:
         console.print(
             f"[yellow]{summary['not_probed']:,} 201s came while all {pollers} pollers were busy "

@@ -1,8 +1,13 @@
 #!/bin/sh
 # nginx of the local-image gateway (gateway.Containerfile), whose upstreams name compose
 # services. nginx resolves those names once, when it loads its config: this waits until each
-# resolves, starts nginx, and reloads it (SIGHUP, graceful) whenever a service's set of
-# addresses changes (a replica scaled up, restarted with a new address, or removed).
+# resolves, starts nginx, and reloads it (SIGHUP, graceful) when a service gains an address
+# nginx does not have (a replica scaled up, or restarted with a new address).
+#
+# An address that only disappears (a replica killed or stopped) causes no reload: nginx already
+# skips a peer that fails (max_fails, and the next peer for reads), and a reload closes every
+# idle client keep-alive connection, which a client sending on one at that moment sees as a
+# dropped request. The stale address goes at the next reload.
 set -eu
 
 conf=/etc/cloudnet/nginx.conf
@@ -14,6 +19,15 @@ addresses() {
     for service in $services; do
         printf '%s: %s\n' "$service" \
             "$(getent ahostsv4 "$service" | awk '{print $1}' | sort -u | tr '\n' ' ')"
+    done
+}
+
+# "service address" pairs of $2 that $1 lacks.
+gained() {
+    printf '%s\n' "$2" | while read -r service rest; do
+        for address in $rest; do
+            printf '%s\n' "$1" | grep -q "^$service .*\b$address " || echo "$service $address"
+        done
     done
 }
 
@@ -38,8 +52,8 @@ while kill -0 "$nginx_pid" 2>/dev/null; do
     wait $! || true
     current="$(addresses)"
     # A service with no address keeps the last config: nginx refuses one it cannot resolve.
-    if [ "$current" != "$known" ] && all_resolve "$current"; then
-        echo "upstreams changed: $(printf '%s' "$current" | tr '\n' ';'); reloading nginx"
+    if [ -n "$(gained "$known" "$current")" ] && all_resolve "$current"; then
+        echo "upstreams gained $(gained "$known" "$current" | tr '\n' ';'); reloading nginx"
         kill -HUP "$nginx_pid"
         known="$current"
     fi
