@@ -156,17 +156,23 @@ def replay_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
 
 
 def pipeline_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    append = figures.get("append_per_second", 0.0)
-    return [
-        (
-            f"pipeline: {name} keeps up with appends",
-            _rate(projection.get("applied_per_second", 0.0)),
-            f"appends {_rate(append)}",
-            _ratio(projection.get("applied_per_second", 0.0), append),
-            "keeps up (1.0x)",
+    """`benchmarks.pipeline --json-out`: per stage (relay, each projection)."""
+    append = figures["append_rate"]
+    rows = []
+    for name, stage in figures["stages"].items():
+        caught_up = stage["caught_up_seconds"]
+        rows.append(
+            (
+                f"pipeline: {name} while appending for {figures['seconds']:.0f} s",
+                f"{_rate(stage['rate_while_appending'])}; {stage['lag_events_at_stop']:,} "
+                "events behind at the stop, caught up "
+                + ("never" if caught_up is None else f"after {caught_up:.1f} s"),
+                f"appends {_rate(append)}",
+                _ratio(stage["rate_while_appending"], append),
+                "keeps up (1.0x)",
+            )
         )
-        for name, projection in figures.get("projections", {}).items()
-    ]
+    return rows
 
 
 def connections_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import json
 import math
 import random
 import resource
 import ssl
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -96,16 +94,6 @@ ROUTES_USED = (
     ("GET", "/v1/networks/{network_id}"),
     ("GET", "/v1/subnets/{subnet_id}"),
 )
-
-
-def skip_sniffio_lookups() -> None:
-    """httpcore 1.0 runs `import sniffio` each time it sets up a lock or semaphore (several per
-    request). sniffio is not installed here (anyio 4 does not need it), and a failed import is
-    not cached, so every try searches sys.path again: in a profile of this benchmark that was a
-    third of the generator's CPU. A None entry in sys.modules makes the import fail at once,
-    with the same outcome (httpcore then assumes asyncio)."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 # -- Prometheus text format -------------------------------------------------------------------
@@ -429,7 +417,6 @@ class Outcome:
 
 async def measure(mesh: Mesh, tokens: list[str], options: VisibilityOptions) -> Outcome:
     """Scrape, run the commands and their pollers, scrape again."""
-    skip_sniffio_lookups()
     async with contextlib.AsyncExitStack() as stack:
         commands = await _open(stack, mesh.gateway_url, options.connections)
         pollers = await _open(stack, mesh.gateway_url, options.pollers)
