@@ -16,8 +16,15 @@ from infra.settings import Settings
 
 
 def rabbit_broker(settings: Settings, app_name: str) -> RabbitBroker:
+    # FastStream gives its logger a plain-text stderr handler of its own when imported: its
+    # records go to the root's JSON handler instead. Its per-message "Received"/"Processed"
+    # lines (two per batch, most of a busy projector's log) are DEBUG; failures stay ERROR.
+    logger = logging.getLogger("faststream")
+    logger.handlers.clear()
+    logger.propagate = True
     return RabbitBroker(
         settings.amqp_url,
-        logger=logging.getLogger("faststream"),
+        logger=logger,
+        log_level=logging.DEBUG,
         middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)],
     )

@@ -45,3 +45,6 @@ def configure_logging(service: str, instance: str, level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # httpx logs every request at INFO (the provisioner's calls): the gateway and the
+    # services' metrics count those already.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
