@@ -30,6 +30,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
         leader_dsn=settings.database_url,
         batch_size=settings.relay_batch_size,
         idle_poll_max=settings.relay_idle_poll_max_seconds,
+        linger=settings.relay_linger_seconds,
         breakers=Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds),
     )
     parts.update(store=store, relay=relay)

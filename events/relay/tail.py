@@ -55,9 +55,11 @@ class Relay:
         name: str = "default",
         batch_size: int = 500,
         idle_poll_max: float = 0.1,
+        linger: float = 0.0,
         breakers: Breakers | None = None,
     ) -> None:
         self.store, self.publisher, self.name = store, publisher, name
+        self.linger = linger
         self.leader_dsn = leader_dsn
         self.breakers = breakers or Breakers()
         self.batch_size, self.idle_poll_max = batch_size, idle_poll_max
@@ -105,6 +107,12 @@ class Relay:
                 await self._publish(batch)
                 idle = 0.001
                 if len(batch) == self.batch_size:
+                    continue
+                if self.linger:
+                    # Under a steady stream of commands each pass would publish one or two
+                    # events; waiting a few ms lets the next batch gather more, and every
+                    # message costs the broker, each consumer and each projection's commit.
+                    await asyncio.sleep(self.linger)
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
