@@ -1,0 +1,42 @@
+"""`make bench`'s report: figures become table rows and land between the markers only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import suite
+
+
+def test_the_gateway_rows_pair_each_scenario_with_its_baseline() -> None:
+    side = {"requests_per_second": 400.0, "latency_ms": {"p99": 120.0}}
+    base = {"requests_per_second": 1600.0, "latency_ms": {"p99": 20.0}}
+    figures = {
+        "scenarios": {"POST /v1/networks (cloudnet)": side, "POST /v1/networks (baseline)": base},
+        "memory_mib": {"command-1": {"idle_rss": 70.2, "load_rss": 74.9}},
+    }
+
+    rows = suite.gateway_rows(figures)
+
+    assert rows[0][0] == "gateway: POST /v1/networks"
+    assert rows[0][3] == "0.25x"
+    assert rows[1][1] == "RSS 70 MiB idle, 75 MiB under load"
+
+
+def test_a_failed_step_is_reported_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = tmp_path / "BENCHMARKS.md"
+    document.write_text(f"# Benchmarks\n\n{suite.BEGIN}\nold\n{suite.END}\n\n## Analysis\nkept\n")
+    monkeypatch.setattr(suite, "DOCUMENT", document)
+    step = suite.Step("4", "Visibility lag", "benchmarks.visibility", [], [], suite.visibility_rows)
+    step.failed = "exited 1"
+
+    suite.write_document(suite.render([step], ["date: now"], quick=False))
+
+    text = document.read_text()
+    assert "| 4 | Visibility lag | **exited 1** |" in text
+    assert "old" not in text
+    assert text.endswith("## Analysis\nkept\n")
+    assert text.count(suite.BEGIN) == 1
