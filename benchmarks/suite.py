@@ -114,7 +114,10 @@ def gateway_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]
                 "≥ 1.0x",
             )
         )
+    python_services = ("command-", "query-", "relay-", "projector-", "provisioner-", "baseline uv")
     for name, memory in figures.get("memory_mib", {}).items():
+        if not name.startswith(python_services):
+            continue
         rows.append(
             (
                 f"memory: {name}",
@@ -181,7 +184,8 @@ def connections_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, 
         (
             f"{figures.get('connections', 10_000):,} connections: {side}",
             f"{sum(row['socket_errors'].values()):,} socket errors, "
-            f"p99 {row['latency_ms']['p99']:,.0f} ms, {_rate(row['requests_per_second'])} 2xx",
+            f"p99 {row['latency_ms']['p99']:,.0f} ms, {_rate(row['ok_per_second'])} 2xx, "
+            f"{_rate(row['requests_per_second'] - row['ok_per_second'])} other answers",
             "-",
             "-",
             "0 socket errors",

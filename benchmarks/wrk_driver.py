@@ -48,6 +48,7 @@ class WrkResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests_per_second": self.per_second,
+            "ok_per_second": self.ok_per_second,
             "latency_ms": {k: v * 1000 for k, v in self.latency.items()},
             "statuses": {str(k): v for k, v in self.statuses.items()},
             "socket_errors": {k: v for k, v in self.errors.items() if k != "status"},

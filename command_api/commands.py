@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from command_api.domain import instance, network, subnet
-from command_api.handlers import CommandContext, CommandResult, Decision, execute, load
+from command_api.handlers import CommandContext, CommandResult, Decision, execute, fresh, load
 from events import EventStore
 from events.contracts import IpAllocated
 
@@ -19,7 +19,7 @@ async def create_network(
     network_id = uuid.uuid4()
 
     async def decide() -> Decision:
-        loaded = await load(store, network.stream_id(network_id), network.evolve, context.tenant_id)
+        loaded = fresh(network.stream_id(network_id), network.evolve)
         events = network.decide(loaded.state, network.CreateNetwork(network_id, name, cidr))
         return Decision(network_id, loaded, [(loaded, events)], status=201)
 
@@ -56,7 +56,7 @@ async def create_subnet(
 
     async def decide() -> Decision:
         parent = await load(store, network.stream_id(network_id), network.evolve, context.tenant_id)
-        loaded = await load(store, subnet.stream_id(subnet_id), subnet.evolve, context.tenant_id)
+        loaded = fresh(subnet.stream_id(subnet_id), subnet.evolve)
         created = subnet.decide(
             loaded.state, subnet.CreateSubnet(subnet_id, network_id, name, cidr)
         )
@@ -93,9 +93,7 @@ async def launch_instance(
         [allocated] = subnet.decide(owner, subnet.AllocateIp(subnet_id, instance_id))
         assert isinstance(allocated, IpAllocated)
         ip = allocated.ip
-        loaded = await load(
-            store, instance.stream_id(instance_id), instance.evolve, context.tenant_id
-        )
+        loaded = fresh(instance.stream_id(instance_id), instance.evolve)
         launched = instance.decide(
             loaded.state,
             instance.LaunchInstance(instance_id, name, subnet_id, owner.network_id, size, ip),

@@ -94,6 +94,13 @@ class CommandResult:
         return int(self.body["position"])
 
 
+def fresh(stream_id: str, evolve: Callable[[Any, DomainEvent], Any]) -> Loaded:
+    """The stream of an aggregate this command is creating under an id it has just made (a
+    uuid4): there is nothing to read, which saves a query per create. The append still expects
+    no stream, so even a clash of ids could not add to an existing one."""
+    return Loaded(stream_id, None, 0, 0, evolve)
+
+
 async def load(
     store: EventStore,
     stream_id: str,
