@@ -12,12 +12,13 @@ live projector moves to the new tables with it. The old version is dropped after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from events import ORIGIN, Checkpoint, EventStore
+from events import ORIGIN, Checkpoint, EventStore, RecordedEvent
 from projectors import checkpoints
 from projectors.catalog import READ_MODELS
 from projectors.projection import Projection, checkpoint_key
@@ -135,22 +136,38 @@ async def _load(
 ) -> None:
     runner = ProjectionRunner(store, projection, batch_size)
     after = ORIGIN
-    while until is None or after < until:
-        batch = await store.read_all(after=after, limit=batch_size)
-        if until is not None:
-            batch = [event for event in batch if event.checkpoint <= until]
-        if not batch:
-            break
-        read_to = batch[-1].checkpoint
-        previous: Checkpoint | None = after
-        if to_position is not None:  # the past: events committed later stay out
-            batch, previous = [e for e in batch if e.position <= to_position], None
-        if batch and await runner.apply(batch, previous=previous) is Outcome.HALTED:
-            raise ReplayError("a poison event stopped the rebuild; see `cloudnet dlq list`")
-        after = read_to
-        report.applied += len(batch)
-        if progress:
-            progress(report)
+
+    def read(start: Checkpoint) -> asyncio.Task[list[RecordedEvent]] | None:
+        if until is not None and start >= until:
+            return None
+        return asyncio.create_task(store.read_all(after=start, limit=batch_size))
+
+    # The next batch is read (on another pooled connection) while this one is applied: the
+    # rebuild waited on each read before, about a third of its time (docs/BENCHMARKS.md).
+    reading = read(after)
+    try:
+        while reading is not None:
+            batch = await reading
+            if until is not None:
+                batch = [event for event in batch if event.checkpoint <= until]
+            if not batch:
+                break
+            read_to = batch[-1].checkpoint
+            reading = read(read_to)
+            previous: Checkpoint | None = after
+            if to_position is not None:  # the past: events committed later stay out
+                batch, previous = [e for e in batch if e.position <= to_position], None
+            if batch and await runner.apply(batch, previous=previous) is Outcome.HALTED:
+                raise ReplayError("a poison event stopped the rebuild; see `cloudnet dlq list`")
+            after = read_to
+            report.applied += len(batch)
+            if progress:
+                progress(report)
+    finally:
+        if reading is not None and not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
 
 
 async def replay(
