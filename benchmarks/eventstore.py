@@ -40,7 +40,7 @@ from rich.table import Table
 
 from events import Checkpoint, EventStore, NewEvent
 from events.store import PooledConnection, init_connection
-from infra.database import migrate
+from infra.database import create_database, migrate
 
 PAGE = 1000
 READ_TARGET = 0.70
@@ -304,17 +304,14 @@ async def run_scenarios(url: str, sides: tuple[Side, Side], options: Options) ->
 
 
 @asynccontextmanager
-async def bench_database(postgres: str) -> AsyncIterator[str]:
-    """A fresh, migrated database with `raw_events` next to `events`; dropped afterwards."""
-    name = f"cloudnet_bench_{uuid.uuid4().hex[:10]}"
+async def scratch_database(
+    postgres: str, prefix: str = "cloudnet_bench", *, migrated: bool = True
+) -> AsyncIterator[str]:
+    """A new database `<prefix>_<random>` (migrated, or left empty), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     url = f"{postgres}/{name}"
     try:
-        await migrate(url)
-        connection = await asyncpg.connect(url)
-        try:
-            await connection.execute(_RAW_TABLE)
-        finally:
-            await connection.close()
+        await (migrate(url) if migrated else create_database(url))
         yield url
     finally:
         connection = await asyncpg.connect(f"{postgres}/postgres")
@@ -322,6 +319,18 @@ async def bench_database(postgres: str) -> AsyncIterator[str]:
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
+
+
+@asynccontextmanager
+async def bench_database(postgres: str) -> AsyncIterator[str]:
+    """A fresh, migrated database with `raw_events` next to `events`; dropped afterwards."""
+    async with scratch_database(postgres) as url:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(_RAW_TABLE)
+        finally:
+            await connection.close()
+        yield url
 
 
 _SHOWN_SETTINGS = ("server_version", "fsync", "synchronous_commit", "shared_buffers")

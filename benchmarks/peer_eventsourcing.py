@@ -41,14 +41,11 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-import asyncpg
 import orjson
 import typer
 import uvloop
@@ -56,10 +53,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.eventstore import METADATA, CloudnetSide, WriteScenario, event_data, machine_facts
+from benchmarks.eventstore import (
+    METADATA,
+    CloudnetSide,
+    WriteScenario,
+    event_data,
+    machine_facts,
+    scratch_database,
+)
 from benchmarks.eventstore import writing as cloudnet_writing
 from events import EventStore
-from infra.database import create_database, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".tools" / "peer-eventsourcing"
@@ -186,26 +189,6 @@ def ensure_peer_venv(venv: Path, uv: Path, console: Console) -> Path:
         check=True,
     )
     return python
-
-
-@asynccontextmanager
-async def fresh_database(postgres: str, *, migrated: bool) -> AsyncIterator[str]:
-    """A new database `cloudnet_bench_peer_<random>` (migrated for cloudnet, empty for the
-    peer), dropped WITH (FORCE) afterwards."""
-    name = f"cloudnet_bench_peer_{uuid.uuid4().hex[:10]}"
-    url = f"{postgres}/{name}"
-    try:
-        if migrated:
-            await migrate(url)
-        else:
-            await create_database(url)
-        yield url
-    finally:
-        connection = await asyncpg.connect(f"{postgres}/postgres")
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
 
 
 def peer_config(url: str, writers: int, streams: int) -> dict[str, Any]:
@@ -336,8 +319,8 @@ async def bench(options: Options, peer_python: Path) -> Result:
     streams = [f"network-{uuid.uuid4()}" for _ in range(options.streams)]
     trial = cloudnet_writing(scenario, streams)
     async with (
-        fresh_database(options.postgres, migrated=True) as cloudnet_url,
-        fresh_database(options.postgres, migrated=False) as peer_url,
+        scratch_database(options.postgres, "cloudnet_bench_peer") as cloudnet_url,
+        scratch_database(options.postgres, "cloudnet_bench_peer", migrated=False) as peer_url,
     ):
         facts = await machine_facts(cloudnet_url)
         size = options.writers

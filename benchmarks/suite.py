@@ -29,6 +29,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from benchmarks.figures import ratio as ratio_text
 from benchmarks.mesh import DEFAULT_STATE_DIR, MeshOptions, running_mesh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,8 @@ def _rate(value: float) -> str:
 
 
 def _ratio(ours: float, base: float) -> str:
-    return f"{ours / base:.2f}x" if base else "-"
+    value = ratio_text(ours, base)
+    return value if value == "-" else f"{value}x"
 
 
 def store_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

@@ -96,6 +96,7 @@ class ComposeMesh:
     gateway_port: int = 8080
     prometheus_port: int = 9090
     state_dir: Path = field(default_factory=lambda: ROOT / ".cloudnet")
+    _secrets: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def secrets_file(self) -> Path:
@@ -110,7 +111,12 @@ class ComposeMesh:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
     def secrets(self) -> dict[str, str]:
-        """The project's secrets, made on first use and kept."""
+        """The project's secrets, made on first use and kept (read from the file once)."""
+        if self._secrets is None:
+            self._secrets = self._load_or_make_secrets()
+        return self._secrets
+
+    def _load_or_make_secrets(self) -> dict[str, str]:
         if self.secrets_file.is_file():
             lines = self.secrets_file.read_text().splitlines()
             values = dict(line.split("=", 1) for line in lines if "=" in line)
@@ -235,6 +241,7 @@ class ComposeMesh:
             podman("network", "rm", "--force", *networks)
         if volumes:
             self.secrets_file.unlink(missing_ok=True)
+            self._secrets = None
 
     def logs(self, container: str, lines: int = 40) -> str:
         result = subprocess.run(

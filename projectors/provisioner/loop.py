@@ -79,15 +79,13 @@ class BootLoop:
         # The claimed boots run concurrently (one HTTP call each, at most `batch` at once):
         # one at a time, a burst of launches drained at ~25 boots/s (docs/BENCHMARKS.md).
         outcomes = await asyncio.gather(*(self._traced_boot(row) for row in rows))
-        finished = [
-            row["instance_id"]
-            for row, outcome in zip(rows, outcomes, strict=True)
-            if outcome != "retry"
-        ]
+        finished = []
         for row, outcome in zip(rows, outcomes, strict=True):
             BOOTED.labels(outcome).inc()
             if outcome == "retry":
                 await self.pool.execute(_BACK_OFF.format(table=table), row["instance_id"])
+            else:
+                finished.append(row["instance_id"])
         if finished:
             await self.pool.execute(
                 f"DELETE FROM {table} WHERE instance_id = ANY($1::uuid[])", finished

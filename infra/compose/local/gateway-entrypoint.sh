@@ -52,8 +52,9 @@ while kill -0 "$nginx_pid" 2>/dev/null; do
     wait $! || true
     current="$(addresses)"
     # A service with no address keeps the last config: nginx refuses one it cannot resolve.
-    if [ -n "$(gained "$known" "$current")" ] && all_resolve "$current"; then
-        echo "upstreams gained $(gained "$known" "$current" | tr '\n' ';'); reloading nginx"
+    new="$(gained "$known" "$current")"
+    if [ -n "$new" ] && all_resolve "$current"; then
+        echo "upstreams gained $(printf '%s' "$new" | tr '\n' ';'); reloading nginx"
         kill -HUP "$nginx_pid"
         known="$current"
     fi
