@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         health=health,
         jwt_secret=settings.jwt_secret,
         jwt_audience=settings.jwt_audience,
+        fast_routes=routes.FAST_ROUTES,
     )
     app.state.settings = settings
     app.state.recent_freshness = RecentFreshness()

@@ -3,16 +3,18 @@ honours `X-Min-Position` (read your writes, bounded wait, else 504)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 
+from infra.auth import Principal
 from infra.dependencies import DATABASE_DOWN
+from infra.http.fast_lane import MAX_POSITION, FastRoute, LaneRequest, NotForTheLane, counter
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
 from infra.problems import NotFound, ValidationFailed
@@ -25,7 +27,7 @@ router = APIRouter(prefix="/v1")
 
 #: Positions are PostgreSQL bigints, stream versions integers: larger numbers are refused
 #: with a 422 rather than sent to a query that fails.
-MAX_POSITION, MAX_STREAM_VERSION = 2**63 - 1, 2**31 - 1
+MAX_STREAM_VERSION = 2**31 - 1
 
 
 class InstanceStateFilter(StrEnum):
@@ -35,12 +37,6 @@ class InstanceStateFilter(StrEnum):
     terminated = "terminated"
 
 
-async def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 MinPosition = Annotated[
     int | None,
     Header(
@@ -90,41 +86,35 @@ def _uuid_text(value: str) -> object:
     return uuid.UUID(value)
 
 
-async def _row_cursor(cursor: str | None = None) -> str | None:
+# Lists page by (created_at, id), the activity by position, a stream's history by version.
+def _row_cursor(cursor: str | None) -> str | None:
     return _checked_cursor(cursor, _timestamp, _uuid_text)
 
 
-async def _position_cursor(cursor: str | None = None) -> str | None:
+def _position_cursor(cursor: str | None) -> str | None:
     return _checked_cursor(cursor, _counter(MAX_POSITION))
 
 
-async def _version_cursor(cursor: str | None = None) -> str | None:
+def _version_cursor(cursor: str | None) -> str | None:
     return _checked_cursor(cursor, _counter(MAX_STREAM_VERSION))
 
 
-#: Lists page by (created_at, id), the activity by position, a stream's history by version.
-RowCursor = Annotated[str | None, Depends(_row_cursor)]
-PositionCursor = Annotated[str | None, Depends(_position_cursor)]
-VersionCursor = Annotated[str | None, Depends(_version_cursor)]
+Cursor = Annotated[str | None, Query(description="The `next_cursor` of the previous page")]
 
 
 async def _answer(
-    request: Request,
-    pool: asyncpg.Pool,
-    read_models_used: Sequence[str],
-    min_position: int | None,
-    read: Callable[[], Awaitable[Any]],
+    lane: LaneRequest, read_models_used: Sequence[str], read: Callable[[], Awaitable[Any]]
 ) -> JsonAnswer:
     # Freshness first, then the read: the answer is at least as new as the header says.
-    settings = request.app.state.settings
-    async with request.app.state.breakers.guard("read_models", failures=DATABASE_DOWN):
+    state = lane.state
+    async with state.breakers.guard("read_models", failures=DATABASE_DOWN):
         # Position 0 comes before the first event: every read model includes it.
         freshness = await read_model_freshness(
-            pool,
+            state.pool,
             read_models_used,
-            min_position or None,
-            settings.min_position_timeout_seconds,
-            request.app.state.recent_freshness,
+            lane.min_position or None,
+            state.settings.min_position_timeout_seconds,
+            state.recent_freshness,
         )
         content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
@@ -148,19 +138,119 @@ def _page(page: read_models.Page) -> dict[str, Any]:
     return {"items": items, "next_cursor": next_cursor}
 
 
+# Each read is one handler of a `LaneRequest`, called by its FastAPI endpoint below and, for
+# plain requests, straight from the fast lane (`FAST_ROUTES`, infra/http/fast_lane.py).
+
+
+async def networks_page(lane: LaneRequest) -> JsonAnswer:
+    limit, cursor = lane.query.get("limit", DEFAULT_LIMIT), _row_cursor(lane.query.get("cursor"))
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        return _page(await read_models.list_networks(pool, tenant, limit, cursor))
+
+    return await _answer(lane, ["networks"], read)
+
+
+async def network(lane: LaneRequest) -> JsonAnswer:
+    network_id, as_of = lane.path["network_id"], lane.query.get("as_of")
+    nid = _uuid(network_id, "network")
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        if as_of is not None:
+            history = await read_models.network_history(pool, tenant, nid, as_of)
+            return _found(network_as_of(history), "network", network_id)
+        return _found(await read_models.get_network(pool, tenant, nid), "network", network_id)
+
+    return await _answer(lane, [EVENT_LOG] if as_of is not None else ["networks", "subnets"], read)
+
+
+async def subnet(lane: LaneRequest) -> JsonAnswer:
+    subnet_id = lane.path["subnet_id"]
+    sid = _uuid(subnet_id, "subnet")
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        return _found(await read_models.get_subnet(pool, tenant, sid), "subnet", subnet_id)
+
+    return await _answer(lane, ["subnets"], read)
+
+
+async def instances_page(lane: LaneRequest) -> JsonAnswer:
+    query = lane.query
+    state = query.get("state")
+    filters = {
+        "state": state.value if state else None,
+        "network_id": query.get("network_id"),
+        "subnet_id": query.get("subnet_id"),
+    }
+    limit, cursor = query.get("limit", DEFAULT_LIMIT), _row_cursor(query.get("cursor"))
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        return _page(await read_models.list_instances(pool, tenant, filters, limit, cursor))
+
+    return await _answer(lane, ["instances"], read)
+
+
+async def instance(lane: LaneRequest) -> JsonAnswer:
+    instance_id = lane.path["instance_id"]
+    iid = _uuid(instance_id, "instance")
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        return _found(await read_models.get_instance(pool, tenant, iid), "instance", instance_id)
+
+    return await _answer(lane, ["instances"], read)
+
+
+async def activity_page(lane: LaneRequest) -> JsonAnswer:
+    limit = lane.query.get("limit", DEFAULT_LIMIT)
+    cursor = _position_cursor(lane.query.get("cursor"))
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        return _page(await read_models.activity(pool, tenant, limit, cursor))
+
+    return await _answer(lane, [EVENT_LOG], read)
+
+
+async def stream_page(lane: LaneRequest) -> JsonAnswer:
+    stream_id = lane.path["stream_id"]
+    limit = lane.query.get("limit", DEFAULT_LIMIT)
+    cursor = _version_cursor(lane.query.get("cursor"))
+    pool, tenant = lane.state.pool, lane.principal.tenant
+
+    async def read() -> dict[str, Any]:
+        page = await read_models.stream_events(pool, tenant, stream_id, limit, cursor)
+        if page is None:
+            raise NotFound(f"stream {stream_id} does not exist")
+        return _page(page)
+
+    return await _answer(lane, [EVENT_LOG], read)
+
+
+def _lane(
+    request: Request,
+    principal: Principal,
+    min_position: int | None,
+    path: dict[str, str] | None = None,
+    **query: Any,
+) -> LaneRequest:
+    given = {name: value for name, value in query.items() if value is not None}
+    return LaneRequest(request.app.state, principal, path or {}, given, min_position)
+
+
 @router.get("/networks")
 async def list_networks(
     request: Request,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: RowCursor = None,
+    cursor: Cursor = None,
 ) -> JsonAnswer:
-    async def read() -> dict[str, Any]:
-        return _page(await read_models.list_networks(pool, principal.tenant, limit, cursor))
-
-    return await _answer(request, pool, ["networks"], min_position, read)
+    return await networks_page(_lane(request, principal, min_position, limit=limit, cursor=cursor))
 
 
 @router.get("/networks/{network_id}")
@@ -168,23 +258,13 @@ async def get_network(
     request: Request,
     network_id: str,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
     as_of: Annotated[
         int | None, Query(ge=0, le=MAX_POSITION, description="A global event position")
     ] = None,
 ) -> JsonAnswer:
-    nid = _uuid(network_id, "network")
-
-    async def read() -> dict[str, Any]:
-        if as_of is not None:
-            history = await read_models.network_history(pool, principal.tenant, nid, as_of)
-            return _found(network_as_of(history), "network", network_id)
-        found = await read_models.get_network(pool, principal.tenant, nid)
-        return _found(found, "network", network_id)
-
-    used = [EVENT_LOG] if as_of is not None else ["networks", "subnets"]
-    return await _answer(request, pool, used, min_position, read)
+    path = {"network_id": network_id}
+    return await network(_lane(request, principal, min_position, path, as_of=as_of))
 
 
 @router.get("/subnets/{subnet_id}")
@@ -192,42 +272,33 @@ async def get_subnet(
     request: Request,
     subnet_id: str,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
 ) -> JsonAnswer:
-    sid = _uuid(subnet_id, "subnet")
-
-    async def read() -> dict[str, Any]:
-        return _found(
-            await read_models.get_subnet(pool, principal.tenant, sid), "subnet", subnet_id
-        )
-
-    return await _answer(request, pool, ["subnets"], min_position, read)
+    return await subnet(_lane(request, principal, min_position, {"subnet_id": subnet_id}))
 
 
 @router.get("/instances")
 async def list_instances(
     request: Request,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
     state: InstanceStateFilter | None = None,
     network_id: uuid.UUID | None = None,
     subnet_id: uuid.UUID | None = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: RowCursor = None,
+    cursor: Cursor = None,
 ) -> JsonAnswer:
-    filters = {
-        "state": state.value if state else None,
-        "network_id": network_id,
-        "subnet_id": subnet_id,
-    }
-
-    async def read() -> dict[str, Any]:
-        page = await read_models.list_instances(pool, principal.tenant, filters, limit, cursor)
-        return _page(page)
-
-    return await _answer(request, pool, ["instances"], min_position, read)
+    lane = _lane(
+        request,
+        principal,
+        min_position,
+        state=state,
+        network_id=network_id,
+        subnet_id=subnet_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return await instances_page(lane)
 
 
 @router.get("/instances/{instance_id}")
@@ -235,31 +306,20 @@ async def get_instance(
     request: Request,
     instance_id: str,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
 ) -> JsonAnswer:
-    iid = _uuid(instance_id, "instance")
-
-    async def read() -> dict[str, Any]:
-        found = await read_models.get_instance(pool, principal.tenant, iid)
-        return _found(found, "instance", instance_id)
-
-    return await _answer(request, pool, ["instances"], min_position, read)
+    return await instance(_lane(request, principal, min_position, {"instance_id": instance_id}))
 
 
 @router.get("/activity")
 async def activity(
     request: Request,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: PositionCursor = None,
+    cursor: Cursor = None,
 ) -> JsonAnswer:
-    async def read() -> dict[str, Any]:
-        return _page(await read_models.activity(pool, principal.tenant, limit, cursor))
-
-    return await _answer(request, pool, [EVENT_LOG], min_position, read)
+    return await activity_page(_lane(request, principal, min_position, limit=limit, cursor=cursor))
 
 
 @router.get("/streams/{stream_id}/events")
@@ -267,15 +327,41 @@ async def stream_events(
     request: Request,
     stream_id: str,
     principal: CurrentPrincipal,
-    pool: Pool,
     min_position: MinPosition = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: VersionCursor = None,
+    cursor: Cursor = None,
 ) -> JsonAnswer:
-    async def read() -> dict[str, Any]:
-        page = await read_models.stream_events(pool, principal.tenant, stream_id, limit, cursor)
-        if page is None:
-            raise NotFound(f"stream {stream_id} does not exist")
-        return _page(page)
+    path = {"stream_id": stream_id}
+    return await stream_page(
+        _lane(request, principal, min_position, path, limit=limit, cursor=cursor)
+    )
 
-    return await _answer(request, pool, [EVENT_LOG], min_position, read)
+
+def _canonical_uuid(text: str) -> uuid.UUID:
+    if not _UUID.fullmatch(text):
+        raise NotForTheLane(text)
+    return uuid.UUID(text)
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_PAGE: dict[str, Callable[[str], Any]] = {"limit": counter(1, MAX_LIMIT), "cursor": str}
+
+#: The reads the fast lane answers when their parameters are plain (see infra/http/fast_lane.py).
+FAST_ROUTES = (
+    FastRoute("/v1/instances/{instance_id}", instance),
+    FastRoute(
+        "/v1/instances",
+        instances_page,
+        {
+            **_PAGE,
+            "state": InstanceStateFilter,
+            "network_id": _canonical_uuid,
+            "subnet_id": _canonical_uuid,
+        },
+    ),
+    FastRoute("/v1/networks/{network_id}", network),
+    FastRoute("/v1/networks", networks_page, _PAGE),
+    FastRoute("/v1/subnets/{subnet_id}", subnet),
+    FastRoute("/v1/activity", activity_page, _PAGE),
+    FastRoute("/v1/streams/{stream_id}/events", stream_page, _PAGE),
+)

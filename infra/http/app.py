@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from infra.breakers import BreakerOpen
 from infra.dependencies import DATABASE_DOWN
+from infra.http.fast_lane import FastLane, FastRoute
 from infra.http.json import JsonAnswer
 from infra.http.middleware import BearerAuth, RequestContext, WriteBodyGuard
 from infra.http.openapi import EVERY_REQUEST_PROBLEMS, problem_responses
@@ -43,6 +44,7 @@ def create_service_app(
     jwt_secret: str,
     jwt_audience: str = "cloudnet",
     version: str = "1.0.0",
+    fast_routes: Sequence[FastRoute] = (),
 ) -> FastAPI:
     app = FastAPI(
         title=f"cloudnet {service}",
@@ -54,7 +56,10 @@ def create_service_app(
         # our Prometheus metrics and JSON logs already cover the rest.
         telemetry={"tracing": True, "operation_spans": False, "metrics": False, "logs": False},
     )
-    # Outermost last: request id and metrics, then auth, then the body guard.
+    # Outermost last: request id and metrics, then auth, then the body guard, then the fast
+    # lane for the hottest GETs (infra/http/fast_lane.py).
+    if fast_routes:
+        app.add_middleware(FastLane, routes=fast_routes, state=app.state, errors=error_answer)
     app.add_middleware(WriteBodyGuard)
     app.add_middleware(BearerAuth, secret=jwt_secret, audience=jwt_audience)
     app.add_middleware(RequestContext, service=service)
@@ -73,10 +78,27 @@ def create_service_app(
     return app
 
 
+def error_answer(error: Exception, path: str) -> Response | None:
+    """The answer to a problem, an open breaker or an unreachable database; None for others."""
+    if isinstance(error, Problem):
+        return render(error, instance=path)
+    if isinstance(error, BreakerOpen):
+        retry_after = max(1, math.ceil(error.retry_after))
+        return render(ServiceUnavailable(str(error), retry_after_seconds=retry_after), path)
+    if isinstance(error, DATABASE_DOWN):
+        log.warning("dependency down on %s: %r", path, error)
+        return render(ServiceUnavailable("a dependency is unreachable; retry shortly"), path)
+    return None
+
+
 def _install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, problem: Problem) -> Response:
-        return render(problem, instance=request.url.path)
+    async def on_error(request: Request, error: Exception) -> Response:
+        answer = error_answer(error, request.url.path)
+        assert answer is not None  # registered only for the types error_answer answers
+        return answer
+
+    for known in (Problem, BreakerOpen, *DATABASE_DOWN):
+        app.add_exception_handler(known, on_error)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -109,20 +131,6 @@ def _install_problem_handlers(app: FastAPI) -> None:
             headers=error.headers,
             instance=request.url.path,
         )
-
-    @app.exception_handler(BreakerOpen)
-    async def on_breaker_open(request: Request, error: BreakerOpen) -> Response:
-        retry_after = max(1, math.ceil(error.retry_after))
-        problem = ServiceUnavailable(str(error), retry_after_seconds=retry_after)
-        return render(problem, request.url.path)
-
-    for down in DATABASE_DOWN:
-
-        @app.exception_handler(down)
-        async def on_dependency_down(request: Request, error: Exception) -> Response:
-            log.warning("dependency down on %s %s: %r", request.method, request.url.path, error)
-            problem = ServiceUnavailable("a dependency is unreachable; retry shortly")
-            return render(problem, request.url.path)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> Response:
