@@ -1,8 +1,9 @@
 """`python -m projectors`: the projector process (composition root).
 
-At start it catches every read model up from the store (whatever was published before its
-queue existed), then consumes batches from RabbitMQ; a periodic pass heals what a lost message
-or a resumed (`dlq retry`) projection still lacks.
+At start it catches every read model up from the store (whatever was published before the
+queue existed), then consumes batches from RabbitMQ, one queue for all its read models (see
+`projectors.group`); a periodic pass heals what a lost message or a resumed (`dlq retry`)
+projection still lacks.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from infra.broker import rabbit_broker
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
-from projectors.catalog import READ_MODELS
-from projectors.consumer import consumer_health, subscribe
+from projectors.catalog import READ_MODELS, READ_MODELS_GROUP
+from projectors.consumer import consumer_health, delete_queues, queue_name, subscribe
+from projectors.group import ProjectionGroup
 from projectors.runtime import TRANSIENT, LiveProjection
 
 settings = Settings()
@@ -44,9 +46,12 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     runners.extend(LiveProjection(store, factory) for factory in READ_MODELS.values())
     for runner in runners:
         await runner.catch_up()
-        subscribe(broker, settings.exchange, runner)
+    subscribe(broker, settings.exchange, ProjectionGroup(READ_MODELS_GROUP, runners))
     await broker.start()
-    for runner in runners:  # what was published before the queues existed is not queued
+    # Each read model had a queue of its own before they shared one: in a mesh upgraded in
+    # place nothing would consume those any more, and they would fill forever.
+    await delete_queues(broker, [queue_name(settings.exchange, name) for name in READ_MODELS])
+    for runner in runners:  # what was published before the queue existed is not queued
         await runner.catch_up()
 
     async def cleanup() -> None:

@@ -17,6 +17,9 @@ READ_MODELS: dict[str, Callable[[int], Projection]] = {
     "instances": InstancesProjection,
 }
 
+#: The projector feeds every read model above from this one group (queue `<exchange>.projections`).
+READ_MODELS_GROUP = "projections"
+
 
 def process_manager_state() -> list[Projection]:
     """State the process managers keep like projections (tables + checkpoint, no view)."""

@@ -20,15 +20,27 @@ class CheckpointRow:
 
 
 async def lock_checkpoint(connection: DbConnection, key: str) -> CheckpointRow:
-    # FOR UPDATE: a standby catching up and the active consumer never apply the same event.
-    row = await connection.fetchrow(
-        "SELECT transaction_id, position, halted_at IS NOT NULL AS halted "
-        "FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
-        key,
+    return (await lock_checkpoints(connection, [key]))[key]
+
+
+async def lock_checkpoints(connection: DbConnection, keys: list[str]) -> dict[str, CheckpointRow]:
+    # FOR UPDATE: a standby catching up and the active consumer never apply the same event. In
+    # key order: two transactions locking several checkpoints never wait on each other crosswise.
+    rows = await connection.fetch(
+        "SELECT projection, transaction_id, position, halted_at IS NOT NULL AS halted "
+        "FROM projection_checkpoints WHERE projection = ANY($1::text[]) "
+        "ORDER BY projection FOR UPDATE",
+        keys,
     )
-    if row is None:
-        raise LookupError(f"no checkpoint row for {key}; run `cloudnet migrate`")
-    return CheckpointRow(Checkpoint(row["transaction_id"], row["position"]), row["halted"])
+    found = {
+        row["projection"]: CheckpointRow(
+            Checkpoint(row["transaction_id"], row["position"]), row["halted"]
+        )
+        for row in rows
+    }
+    if missing := sorted(set(keys) - found.keys()):
+        raise LookupError(f"no checkpoint row for {', '.join(missing)}; run `cloudnet migrate`")
+    return found
 
 
 async def read_checkpoint(connection: DbConnection, key: str) -> CheckpointRow | None:
@@ -43,12 +55,21 @@ async def read_checkpoint(connection: DbConnection, key: str) -> CheckpointRow |
 
 
 async def save_checkpoint(connection: DbConnection, key: str, checkpoint: Checkpoint) -> None:
+    await save_checkpoints(connection, {key: checkpoint})
+
+
+async def save_checkpoints(connection: DbConnection, moved: dict[str, Checkpoint]) -> None:
+    """Move each checkpoint in `moved` (one statement, however many)."""
+    if not moved:
+        return
     await connection.execute(
-        "UPDATE projection_checkpoints SET transaction_id = $2, position = $3, "
-        "updated_at = now() WHERE projection = $1",
-        key,
-        checkpoint.transaction_id,
-        checkpoint.position,
+        "UPDATE projection_checkpoints c SET transaction_id = m.transaction_id, "
+        "position = m.position, updated_at = now() "
+        "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+        "AS m (projection, transaction_id, position) WHERE c.projection = m.projection",
+        list(moved),
+        [checkpoint.transaction_id for checkpoint in moved.values()],
+        [checkpoint.position for checkpoint in moved.values()],
     )
 
 

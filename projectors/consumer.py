@@ -1,14 +1,15 @@
-"""Feeds each projection from its own durable RabbitMQ queue (FastStream).
+"""Feeds a group of projections from one durable RabbitMQ queue (FastStream).
 
-One queue per read model, bound to the events exchange, with single active consumer:
-several projector processes may run, exactly one applies a projection at a time and the
-others take over when it dies. A message is acked only after its transaction commits.
-See https://faststream.ag2.ai/latest/rabbit/ack/
+One queue per process kind (the projector's read models together, the provisioner), bound to
+the events exchange, with single active consumer: several processes may run, exactly one
+applies the batches at a time and the others take over when it dies. A message is acked only
+after its transaction commits. See https://faststream.ag2.ai/latest/rabbit/ack/
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
@@ -18,21 +19,28 @@ from events.cloudevents import PREVIOUS_CHECKPOINT_HEADER, decode_batch
 from events.model import Checkpoint
 from events.relay.publisher import events_exchange
 from infra.telemetry import event_spans
-from projectors.runtime import Outcome, ProjectionRunner
+from projectors.group import ProjectionGroup
+
+if TYPE_CHECKING:
+    from projectors.runtime import ProjectionRunner
+
+
+def queue_name(exchange: str, name: str) -> str:
+    return f"{exchange}.{name}"
 
 
 def projection_queue(exchange: str, name: str) -> RabbitQueue:
-    """One queue per read model (not per version: a replay's swap keeps the queue)."""
+    """The queue of one group (not per version: a replay's swap keeps the queue)."""
     return RabbitQueue(
-        f"{exchange}.{name}",
+        queue_name(exchange, name),
         durable=True,
         routing_key="#",
         arguments={"x-single-active-consumer": True},
     )
 
 
-def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> None:
-    """Register the consumer of `runner`'s queue on `broker` (before `broker.start()`)."""
+def subscribe(broker: RabbitBroker, exchange: str, group: ProjectionGroup) -> None:
+    """Register the consumer of `group`'s queue on `broker` (before `broker.start()`)."""
 
     async def on_batch(body: bytes, message: RabbitMessage) -> None:
         events = decode_batch(body)
@@ -40,16 +48,28 @@ def subscribe(broker: RabbitBroker, exchange: str, runner: ProjectionRunner) -> 
             return
         header = message.headers.get(PREVIOUS_CHECKPOINT_HEADER)
         previous = Checkpoint.parse(str(header)) if header else None
-        with event_spans(f"project {runner.name}", events, SpanKind.CONSUMER):
-            if await runner.apply(events, previous) is Outcome.GAP:
-                await runner.catch_up(until=events[-1].checkpoint)
+        with ExitStack() as spans:  # each event's trace shows every projection it went to
+            for runner in group.runners:
+                spans.enter_context(
+                    event_spans(f"project {runner.name}", events, SpanKind.CONSUMER)
+                )
+            await group.deliver(events, previous)
 
     broker.subscriber(
-        projection_queue(exchange, runner.name),
+        projection_queue(exchange, group.name),
         events_exchange(exchange),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        title=f"projection.{runner.name}",
+        title=f"projection.{group.name}",
     )(on_batch)
+
+
+async def delete_queues(broker: RabbitBroker, names: list[str]) -> None:
+    """Delete queues nobody consumes any more, with what they hold (RabbitMQ answers a delete
+    of a queue that does not exist with delete-ok)."""
+    connection = await broker.connect()
+    async with connection.channel() as channel:
+        for name in names:
+            await channel.queue_delete(name)
 
 
 async def consumer_health(

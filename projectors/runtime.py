@@ -10,6 +10,9 @@ before it until `cloudnet dlq retry` (after a fix) or `cloudnet dlq skip`.
 
 `LiveProjection` follows whichever version of a read model is live (`projection_views`), so a
 replay's swap moves the running projector to the new tables in the same transaction.
+
+The functions below take several projections at once: `projectors.group` applies one batch to
+all of a process's read models in one transaction with them.
 """
 
 from __future__ import annotations
@@ -69,14 +72,57 @@ class Outcome(enum.Enum):
     HALTED = "halted"  # stopped at a dead letter
 
 
-class _Poisoned(Exception):
+class Poisoned(Exception):
     def __init__(self, event: RecordedEvent, error: Exception) -> None:
         super().__init__(str(error))
         self.event, self.error = event, error
 
 
-class _BatchFailed(Exception):
+class BatchFailed(Exception):
     """A pipelined run failed; which event is to blame is found by applying one by one."""
+
+
+#: What one projection does with a batch: the outcome, and the events its checkpoint lacked.
+Plan = tuple[Outcome, list[RecordedEvent]]
+
+
+async def plan_batch(
+    connection: DbConnection,
+    projections: list[Projection],
+    events: list[RecordedEvent],
+    previous: Checkpoint | None,
+) -> list[Plan]:
+    """Lock the projections' checkpoints (till the caller's transaction ends) and say, for each,
+    what of the batch it applies: nothing if halted or behind the batch, else what is fresh."""
+    rows = await checkpoints.lock_checkpoints(connection, [checkpoint_key(p) for p in projections])
+    plans: list[Plan] = []
+    for projection in projections:
+        current = rows[checkpoint_key(projection)]
+        if current.halted:
+            plans.append((Outcome.HALTED, []))
+        elif previous is not None and previous > current.checkpoint:
+            plans.append((Outcome.GAP, []))
+        else:
+            fresh = [event for event in events if event.checkpoint > current.checkpoint]
+            plans.append((Outcome.APPLIED, fresh))
+    return plans
+
+
+async def apply_planned(
+    connection: DbConnection,
+    work: list[tuple[Projection, list[RecordedEvent]]],
+    *,
+    pipelined: bool = True,
+) -> None:
+    """Apply each projection's fresh events and move its checkpoint past them (the caller's
+    transaction, after `plan_batch` locked the checkpoints)."""
+    if pipelined:
+        await _apply_pipelined(connection, work)
+    else:
+        for projection, events in work:
+            await _apply_one_by_one(connection, projection, events)
+    moved = {checkpoint_key(p): events[-1].checkpoint for p, events in work if events}
+    await checkpoints.save_checkpoints(connection, moved)
 
 
 async def apply_batch(
@@ -86,45 +132,37 @@ async def apply_batch(
     previous: Checkpoint | None,
     *,
     pipelined: bool = True,
-) -> tuple[Outcome, list[RecordedEvent]]:
+) -> Plan:
     """Apply, in the caller's transaction, the events the checkpoint does not cover yet."""
-    key = checkpoint_key(projection)
-    current = await checkpoints.lock_checkpoint(connection, key)
-    if current.halted:
-        return Outcome.HALTED, []
-    if previous is not None and previous > current.checkpoint:
-        return Outcome.GAP, []
-    fresh = [event for event in events if event.checkpoint > current.checkpoint]
-    if pipelined:
-        await _apply_pipelined(connection, projection, fresh)
-    else:
-        await _apply_one_by_one(connection, projection, fresh)
-    if fresh:
-        await checkpoints.save_checkpoint(connection, key, fresh[-1].checkpoint)
-    return Outcome.APPLIED, fresh
+    [(outcome, fresh)] = await plan_batch(connection, [projection], events, previous)
+    if outcome is Outcome.APPLIED:
+        await apply_planned(connection, [(projection, fresh)], pipelined=pipelined)
+    return outcome, fresh
 
 
 async def _apply_pipelined(
-    connection: DbConnection, projection: Projection, events: list[RecordedEvent]
+    connection: DbConnection, work: list[tuple[Projection, list[RecordedEvent]]]
 ) -> None:
     # Statements are grouped in layers: a row's n-th change of the batch goes to layer n, so
     # each row's changes keep their order while, within a layer, every statement of one shape
     # goes to the database as one `executemany` (pipelined by asyncpg). A catch-up of thousands
     # of events then costs a handful of round trips. This relies on each statement touching
-    # only the row keyed by its first argument (see `Projection.statements`).
+    # only the row keyed by its first argument (see `Projection.statements`); two projections'
+    # rows may share a key, which only adds a layer.
     layers: list[dict[str, list[tuple[Any, ...]]]] = []
     depth: dict[Any, int] = {}
-    for event in events:
-        try:
-            statements = projection.statements(event)
-        except Exception as error:
-            raise _Poisoned(event, error) from error
-        for sql, arguments in statements:
-            layer = depth.get(arguments[0], 0)
-            depth[arguments[0]] = layer + 1
-            if layer == len(layers):
-                layers.append({})
-            layers[layer].setdefault(sql, []).append(arguments)
+    for projection, events in work:
+        for event in events:
+            try:
+                statements = projection.statements(event)
+            except Exception as error:
+                raise Poisoned(event, error) from error
+            for sql, arguments in statements:
+                layer = depth.get(arguments[0], 0)
+                depth[arguments[0]] = layer + 1
+                if layer == len(layers):
+                    layers.append({})
+                layers[layer].setdefault(sql, []).append(arguments)
     try:
         for layer_statements in layers:
             for sql, rows in layer_statements.items():
@@ -135,7 +173,7 @@ async def _apply_pipelined(
     except TRANSIENT:
         raise
     except Exception as error:
-        raise _BatchFailed(str(error)) from error
+        raise BatchFailed(str(error)) from error
 
 
 async def _apply_one_by_one(
@@ -148,7 +186,37 @@ async def _apply_one_by_one(
         except TRANSIENT:
             raise
         except Exception as error:
-            raise _Poisoned(event, error) from error
+            raise Poisoned(event, error) from error
+
+
+async def current_versions(
+    connection: DbConnection, runners: list[ProjectionRunner]
+) -> list[Projection]:
+    """The version of its projection each runner applies a batch to, in the caller's
+    transaction. FOR SHARE: a replay's swap (FOR UPDATE) waits for this batch, and this batch
+    for it; in name order, so two callers never wait on each other crosswise."""
+    names = sorted({runner.view for runner in runners if runner.view is not None})
+    live: dict[str, str] = {}
+    if names:
+        rows = await connection.fetch(
+            "SELECT name, projection FROM projection_views WHERE name = ANY($1::text[]) "
+            "ORDER BY name FOR SHARE",
+            names,
+        )
+        live = {row["name"]: row["projection"] for row in rows}
+    return [runner.version(live.get(runner.view) if runner.view else None) for runner in runners]
+
+
+def measure(key: str, delivered: int, fresh: list[RecordedEvent], outcome: Outcome) -> None:
+    """The metrics of one projection after a batch of `delivered` events."""
+    HALTED.labels(key).set(1 if outcome is Outcome.HALTED else 0)
+    if outcome is not Outcome.APPLIED:
+        return
+    DUPLICATES.labels(key).inc(delivered - len(fresh))
+    if fresh:
+        APPLIED.labels(key).inc(len(fresh))
+        POSITION.labels(key).set(fresh[-1].position)
+        LAG_SECONDS.labels(key).set(max(0.0, time.time() - fresh[-1].recorded_at.timestamp()))
 
 
 class ProjectionRunner:
@@ -162,9 +230,18 @@ class ProjectionRunner:
     def key(self) -> str:
         return checkpoint_key(self.projection)
 
-    async def current(self, connection: DbConnection) -> Projection:
-        """The projection version a batch is applied to (fixed here; live in `LiveProjection`)."""
+    #: The read model whose live version (`projection_views`) this runner follows; None: the
+    #: runner's own fixed version.
+    view: str | None = None
+
+    def version(self, live_key: str | None) -> Projection:
+        """The projection a batch is applied to, given the live version `current_versions` read
+        (fixed here; the live one in `LiveProjection`)."""
         return self.projection
+
+    async def current(self, connection: DbConnection) -> Projection:
+        [projection] = await current_versions(connection, [self])
+        return projection
 
     async def checkpoint(self) -> Checkpoint:
         async with self.store.pool.acquire() as connection:
@@ -172,18 +249,24 @@ class ProjectionRunner:
             row = await checkpoints.read_checkpoint(connection, checkpoint_key(projection))
         return row.checkpoint if row else ORIGIN
 
+    async def deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
+        """A batch from the broker: applied, or, if batches before it went missing, caught up
+        from the store up to its end."""
+        if await self.apply(events, previous) is Outcome.GAP:
+            await self.catch_up(until=events[-1].checkpoint)
+
     async def apply(self, events: list[RecordedEvent], previous: Checkpoint | None) -> Outcome:
         """Apply one batch in one transaction; a poison event is dead-lettered (see module)."""
         try:
             try:
                 outcome, fresh, projection = await self._apply_in_transaction(events, previous)
-            except _BatchFailed:  # rolled back: again one event at a time, to find the culprit
+            except BatchFailed:  # rolled back: again one event at a time, to find the culprit
                 outcome, fresh, projection = await self._apply_in_transaction(
                     events, previous, pipelined=False
                 )
-        except _Poisoned as poisoned:
+        except Poisoned as poisoned:
             return await self._dead_letter(events, previous, poisoned)
-        self._measure(checkpoint_key(projection), len(events), fresh, outcome)
+        measure(checkpoint_key(projection), len(events), fresh, outcome)
         return outcome
 
     async def _apply_in_transaction(
@@ -209,7 +292,7 @@ class ProjectionRunner:
             applied += len(batch)
 
     async def _dead_letter(
-        self, events: list[RecordedEvent], previous: Checkpoint | None, poisoned: _Poisoned
+        self, events: list[RecordedEvent], previous: Checkpoint | None, poisoned: Poisoned
     ) -> Outcome:
         # The batch rolled back; commit what came before the poison event, then halt at it.
         async with self.store.pool.acquire() as connection, connection.transaction():
@@ -229,21 +312,9 @@ class ProjectionRunner:
             poisoned.error,
         )
         DEAD_LETTERS.labels(key).inc()
-        self._measure(key, len(good), applied, outcome)
+        measure(key, len(good), applied, outcome)
         HALTED.labels(key).set(1)
         return Outcome.HALTED
-
-    def _measure(
-        self, key: str, delivered: int, fresh: list[RecordedEvent], outcome: Outcome
-    ) -> None:
-        HALTED.labels(key).set(1 if outcome is Outcome.HALTED else 0)
-        if outcome is not Outcome.APPLIED:
-            return
-        DUPLICATES.labels(key).inc(delivered - len(fresh))
-        if fresh:
-            APPLIED.labels(key).inc(len(fresh))
-            POSITION.labels(key).set(fresh[-1].position)
-            LAG_SECONDS.labels(key).set(max(0.0, time.time() - fresh[-1].recorded_at.timestamp()))
 
 
 class LiveProjection(ProjectionRunner):
@@ -254,16 +325,13 @@ class LiveProjection(ProjectionRunner):
     ) -> None:
         super().__init__(store, factory(1), batch_size)
         self.factory = factory
+        self.view = self.name
         self._versions: dict[str, Projection] = {}
 
-    async def current(self, connection: DbConnection) -> Projection:
-        # FOR SHARE: a replay's swap (FOR UPDATE) waits for this batch, and this batch for it.
-        key = await connection.fetchval(
-            "SELECT projection FROM projection_views WHERE name = $1 FOR SHARE", self.name
-        )
-        if key is None:
+    def version(self, live_key: str | None) -> Projection:
+        if live_key is None:
             raise LookupError(f"read model {self.name} is not installed; run `cloudnet migrate`")
-        if key not in self._versions:
-            self._versions[key] = self.factory(int(key.rsplit("_v", 1)[1]))
-        self.projection = self._versions[key]
+        if live_key not in self._versions:
+            self._versions[live_key] = self.factory(int(live_key.rsplit("_v", 1)[1]))
+        self.projection = self._versions[live_key]
         return self.projection

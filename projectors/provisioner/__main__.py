@@ -15,6 +15,7 @@ from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
 from projectors.consumer import consumer_health, subscribe
+from projectors.group import ProjectionGroup
 from projectors.provisioner.boots import PendingBoots
 from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
 from projectors.provisioner.loop import BootLoop
@@ -31,7 +32,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     runner = ProjectionRunner(store, boots)
     runners.append(runner)
     await runner.catch_up()
-    subscribe(broker, settings.exchange, runner)
+    subscribe(broker, settings.exchange, ProjectionGroup("provisioner", [runner]))
     await broker.start()
     await runner.catch_up()  # what was published before the queue existed
     # Consul's healthy instances when CONSUL_HTTP_ADDR is set, else what the launcher wrote.

@@ -206,7 +206,7 @@ async def test_dead_consumers_let_queues_grow_and_lose_nothing(broken: Mesh) -> 
     connection = await aio_pika.connect(broken.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue("cloudnet.events.networks", passive=True)
+        queue = await channel.declare_queue("cloudnet.events.projections", passive=True)
         waiting = queue.declaration_result.message_count
         assert waiting > 0  # waiting, not dropped
     await alert_raised(broken, "CloudnetTargetDown", job="projector")

@@ -21,8 +21,9 @@ from events.relay import RabbitBatchPublisher, Relay
 from infra.auth import issue_token
 from infra.database import migrate
 from infra.settings import Settings
-from projectors.catalog import READ_MODELS
-from projectors.consumer import subscribe
+from projectors.catalog import READ_MODELS, READ_MODELS_GROUP
+from projectors.consumer import queue_name, subscribe
+from projectors.group import ProjectionGroup
 from projectors.runtime import LiveProjection, ProjectionRunner
 from query_api.app import create_app as create_query_app
 
@@ -107,14 +108,15 @@ async def query_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[ProjectionRunner]:
-    """A relay and every live projection running in this process over the real broker; yields
-    the networks projection's runner."""
+    """A relay and every live projection running in this process over the real broker, fed from
+    one queue like the projector's; yields the networks projection's runner."""
     relay_broker = RabbitBroker(settings.amqp_url, log_level=30)
     projector_broker = RabbitBroker(settings.amqp_url, log_level=30)
     runners = [LiveProjection(store, factory) for factory in READ_MODELS.values()]
     for each in runners:
         await each.catch_up()
-        subscribe(projector_broker, settings.exchange, each)
+    group = ProjectionGroup(READ_MODELS_GROUP, runners)
+    subscribe(projector_broker, settings.exchange, group)
     [runner] = [each for each in runners if each.name == "networks"]
     await relay_broker.start()
     publisher = RabbitBatchPublisher(relay_broker, settings.exchange)
@@ -131,8 +133,7 @@ async def mesh(settings: Settings, store: EventStore) -> AsyncIterator[Projectio
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
-        for each in runners:
-            await channel.queue_delete(f"{settings.exchange}.{each.name}")
+        await channel.queue_delete(queue_name(settings.exchange, group.name))
         await channel.exchange_delete(settings.exchange)
 
 
