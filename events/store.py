@@ -219,8 +219,16 @@ class EventStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         command_timeout: float | None = 30.0,
+        durable_commits: bool = True,
     ) -> EventStore:
-        """Open the pool. Timeouts keep a dead database from hanging callers."""
+        """Open the pool. Timeouts keep a dead database from hanging callers.
+
+        `durable_commits=False` is for processes that write only state derived from the events
+        (read models and checkpoints): their commits do not wait for the WAL flush
+        (`synchronous_commit = off`). A PostgreSQL crash may then lose their last few hundred
+        milliseconds, but only whole transactions, rows and checkpoint together, and always the
+        newest ones (the WAL is sequential), so the checkpoint moves back with the rows and the
+        events are applied again from the store, whose appends always wait for the flush."""
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -229,6 +237,7 @@ class EventStore:
             connection_class=PooledConnection,
             timeout=connect_timeout,
             command_timeout=command_timeout,
+            server_settings={} if durable_commits else {"synchronous_commit": "off"},
         )
         return cls(pool)
 

@@ -40,8 +40,10 @@ async def heal(period_seconds: float = 2.0) -> None:
 
 
 async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
+    # Read models, their checkpoints and dead letters are all derived from the events: a commit
+    # need not wait for the WAL flush (see `EventStore.connect`).
     store = await EventStore.connect(
-        settings.database_url, min_size=1, max_size=settings.db_pool_max
+        settings.database_url, min_size=1, max_size=settings.db_pool_max, durable_commits=False
     )
     runners.extend(LiveProjection(store, factory) for factory in READ_MODELS.values())
     for runner in runners:

@@ -223,3 +223,15 @@ async def test_a_stored_v1_event_is_read_as_v2(store: EventStore) -> None:
     assert decode_recorded(recorded) == SubnetRenamedV2(
         subnet_id="s1", display_name="old", reason="unknown"
     )
+
+
+async def test_only_derived_state_writers_commit_without_waiting_for_the_flush(
+    store: EventStore, database_url: str
+) -> None:
+    setting = "SELECT current_setting('synchronous_commit')"
+    assert await store.pool.fetchval(setting) == "on"  # appends: durable at commit
+    derived = await EventStore.connect(database_url, min_size=1, max_size=1, durable_commits=False)
+    try:
+        assert await derived.pool.fetchval(setting) == "off"
+    finally:
+        await derived.close()
