@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from command_api import commands
@@ -22,7 +22,7 @@ from events import EventStore
 from infra.dependencies import DATABASE_DOWN
 from infra.http.json import JsonAnswer
 from infra.http.openapi import WRITE_PROBLEMS, problem_responses
-from infra.http.principal import CurrentPrincipal
+from infra.http.principal import principal_of
 from infra.problems import NotFound, ValidationFailed
 
 router = APIRouter(prefix="/v1", responses=problem_responses(*WRITE_PROBLEMS))
@@ -64,20 +64,15 @@ class LaunchBody(Body):
     size: StrictStr
 
 
-async def _store(request: Request) -> EventStore:
-    store: EventStore = request.app.state.store
-    return store
-
-
-Store = Annotated[EventStore, Depends(_store)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
 
 
-async def _context(
-    request: Request, principal: CurrentPrincipal, key: IdempotencyKey = None
-) -> CommandContext:
+# The caller, the store and the context are read in `_run`, not as FastAPI dependencies: solving
+# them cost a command more CPU than its own decision (docs/BENCHMARKS.md).
+async def _context(request: Request, key: str | None) -> CommandContext:
+    principal = principal_of(request)
     idempotency = None
     if key is not None:
         # Same key + same method, path and body = the same request (Stripe semantics).
@@ -102,19 +97,18 @@ async def _canonical_body(request: Request) -> bytes:
         return raw
 
 
-Context = Annotated[CommandContext, Depends(_context)]
+#: A command run against the store, for the caller's context.
+Handle = Callable[[EventStore, CommandContext], Awaitable[CommandResult]]
 
 
 async def _run(
-    request: Request,
-    context: CommandContext,
-    handle: Callable[[], Awaitable[CommandResult]],
-    location: str | None = None,
+    request: Request, key: str | None, handle: Handle, location: str | None = None
 ) -> JsonAnswer:
     store: EventStore = request.app.state.store
+    context = await _context(request, key)
     # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
     async with request.app.state.breakers.guard("event_store", failures=DATABASE_DOWN):
-        result = await _idempotent(store, context, handle)
+        result = await _idempotent(store, context, lambda: handle(store, context))
     headers = {"X-Event-Position": str(result.position)}
     if location and result.status == 201:
         headers["Location"] = f"{location}/{result.body['id']}"
@@ -155,95 +149,107 @@ def _id(value: str, kind: str) -> uuid.UUID:
 
 @router.post("/networks", status_code=201, response_model=CommandAnswer)
 async def create_network(
-    request: Request, body: NetworkBody, store: Store, context: Context
+    request: Request, body: NetworkBody, key: IdempotencyKey = None
 ) -> JsonAnswer:
     return await _run(
         request,
-        context,
-        lambda: commands.create_network(store, context, body.name, body.cidr),
+        key,
+        lambda store, context: commands.create_network(store, context, body.name, body.cidr),
         "/v1/networks",
     )
 
 
 @router.patch("/networks/{network_id}", response_model=CommandAnswer)
 async def rename_network(
-    request: Request, network_id: str, body: RenameBody, store: Store, context: Context
+    request: Request, network_id: str, body: RenameBody, key: IdempotencyKey = None
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
     return await _run(
-        request, context, lambda: commands.rename_network(store, context, nid, body.name)
+        request, key, lambda store, context: commands.rename_network(store, context, nid, body.name)
     )
 
 
 @router.delete("/networks/{network_id}", response_model=CommandAnswer)
 async def delete_network(
-    request: Request, network_id: str, store: Store, context: Context
+    request: Request, network_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
-    return await _run(request, context, lambda: commands.delete_network(store, context, nid))
+    return await _run(
+        request, key, lambda store, context: commands.delete_network(store, context, nid)
+    )
 
 
 @router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
 async def create_subnet(
-    request: Request, network_id: str, body: SubnetBody, store: Store, context: Context
+    request: Request, network_id: str, body: SubnetBody, key: IdempotencyKey = None
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
     return await _run(
         request,
-        context,
-        lambda: commands.create_subnet(store, context, nid, body.name, body.cidr),
+        key,
+        lambda store, context: commands.create_subnet(store, context, nid, body.name, body.cidr),
         "/v1/subnets",
     )
 
 
 @router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
-async def delete_subnet(
-    request: Request, subnet_id: str, store: Store, context: Context
-) -> JsonAnswer:
+async def delete_subnet(request: Request, subnet_id: str, key: IdempotencyKey = None) -> JsonAnswer:
     sid = _id(subnet_id, "subnet")
-    return await _run(request, context, lambda: commands.delete_subnet(store, context, sid))
+    return await _run(
+        request, key, lambda store, context: commands.delete_subnet(store, context, sid)
+    )
 
 
 @router.post("/instances", status_code=201, response_model=InstanceAnswer)
 async def launch_instance(
-    request: Request, body: LaunchBody, store: Store, context: Context
+    request: Request, body: LaunchBody, key: IdempotencyKey = None
 ) -> JsonAnswer:
     return await _run(
         request,
-        context,
-        lambda: commands.launch_instance(store, context, body.name, body.subnet_id, body.size),
+        key,
+        lambda store, context: commands.launch_instance(
+            store, context, body.name, body.subnet_id, body.size
+        ),
         "/v1/instances",
     )
 
 
 @router.post("/instances/{instance_id}/start", response_model=InstanceAnswer)
 async def start_instance(
-    request: Request, instance_id: str, store: Store, context: Context
+    request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(request, context, lambda: commands.start_instance(store, context, iid))
+    return await _run(
+        request, key, lambda store, context: commands.start_instance(store, context, iid)
+    )
 
 
 @router.post("/instances/{instance_id}/stop", response_model=InstanceAnswer)
 async def stop_instance(
-    request: Request, instance_id: str, store: Store, context: Context
+    request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(request, context, lambda: commands.stop_instance(store, context, iid))
+    return await _run(
+        request, key, lambda store, context: commands.stop_instance(store, context, iid)
+    )
 
 
 @router.delete("/instances/{instance_id}", response_model=InstanceAnswer)
 async def terminate_instance(
-    request: Request, instance_id: str, store: Store, context: Context
+    request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(request, context, lambda: commands.terminate_instance(store, context, iid))
+    return await _run(
+        request, key, lambda store, context: commands.terminate_instance(store, context, iid)
+    )
 
 
 @internal.post("/instances/{instance_id}/running", response_model=InstanceAnswer)
 async def mark_running(
-    request: Request, instance_id: str, store: Store, context: Context
+    request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     """The provisioner finished booting the instance (never reachable through the gateway)."""
     iid = _id(instance_id, "instance")
-    return await _run(request, context, lambda: commands.mark_running(store, context, iid))
+    return await _run(
+        request, key, lambda store, context: commands.mark_running(store, context, iid)
+    )
