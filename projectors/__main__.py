@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from events.model import Checkpoint
 from events.store import EventStore
 from infra.broker import rabbit_broker
 from infra.serve import serve
@@ -30,11 +31,18 @@ log = logging.getLogger("projectors")
 
 
 async def heal(period_seconds: float = 2.0) -> None:
+    """Catch up the read models whose checkpoint stood still since the last pass (a lost message,
+    a `dlq retry`). One that moved is being fed from the queue, here or by the other projector
+    process: catching it up as well would only race that consumer for its checkpoint lock."""
+    seen: dict[str, Checkpoint] = {}
     while True:
         await asyncio.sleep(period_seconds)
         for runner in runners:
             try:
-                await runner.catch_up()
+                checkpoint = await runner.checkpoint()
+                if seen.get(runner.name) == checkpoint:
+                    await runner.catch_up()
+                seen[runner.name] = checkpoint
             except TRANSIENT as error:
                 log.warning("catch-up of %s failed: %s", runner.name, error)
 

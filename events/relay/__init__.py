@@ -3,7 +3,8 @@
 Commands never publish (no dual write); the relay is the only path from store to broker. It
 saves its checkpoint after each confirmed publish, so a crash repeats at most one batch, which
 consumers skip by checkpoint. One relay leads at a time (a PostgreSQL advisory lock held on a
-dedicated connection); the others wait as standbys and take over when the leader's session ends.
+dedicated connection); the others are standbys that try for the lock twice a second and take over
+once the leader's session ends.
 """
 
 from events.relay.publisher import BatchPublisher, RabbitBatchPublisher

@@ -56,10 +56,11 @@ class Relay:
         batch_size: int = 500,
         idle_poll_max: float = 0.1,
         linger: float = 0.0,
+        standby_poll: float = 0.5,
         breakers: Breakers | None = None,
     ) -> None:
         self.store, self.publisher, self.name = store, publisher, name
-        self.linger = linger
+        self.linger, self.standby_poll = linger, standby_poll
         self.leader_dsn = leader_dsn
         self.breakers = breakers or Breakers()
         self.batch_size, self.idle_poll_max = batch_size, idle_poll_max
@@ -83,12 +84,19 @@ class Relay:
 
     async def _lead_when_possible(self) -> None:
         # Leadership lives in its own session: when this process dies, PostgreSQL ends the
-        # session, the lock is released and a standby blocked on it takes over at once.
+        # session, the lock is released and a standby takes it at its next try. The standby
+        # tries (pg_try_advisory_lock) rather than waits (pg_advisory_lock): a statement that
+        # waits keeps its snapshot, and with it the cluster's vacuum horizon, for as long as it
+        # waits, so no dead row version anywhere (checkpoints, read models) could be pruned.
         connection = await asyncpg.connect(self.leader_dsn)
         try:
-            await connection.execute(
-                "SELECT pg_advisory_lock(hashtext('cloudnet-relay'), hashtext($1))", self.name
-            )
+            while True:
+                if await connection.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('cloudnet-relay'), hashtext($1))",
+                    self.name,
+                ):
+                    break
+                await asyncio.sleep(self.standby_poll)
             self._set_leader(True)
             await connection.add_listener(APPENDED_CHANNEL, self._on_appended)
             log.info("relay %s leads", self.name)
