@@ -154,7 +154,7 @@ async def test_reader_never_skips_an_event_that_commits_late(
         await transaction.commit()
     finally:
         await slow.close()
-    for _ in range(50):  # other sessions' transactions may hold the horizon for a moment
+    for _ in range(250):  # any transaction in the cluster may hold the horizon for a while
         batch = await store.read_all(after=checkpoint, limit=100)
         seen.extend(e.stream_id for e in batch if e.stream_id in mine)
         checkpoint = batch[-1].checkpoint if batch else checkpoint
