@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy
-from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 from opentelemetry.trace import SpanKind
 
 from events.cloudevents import PREVIOUS_CHECKPOINT_HEADER, decode_batch
@@ -23,6 +23,10 @@ from projectors.group import ProjectionGroup
 
 if TYPE_CHECKING:
     from projectors.runtime import ProjectionRunner
+
+
+#: Batches delivered to a consumer before it acks the first.
+PREFETCH = 8
 
 
 def queue_name(exchange: str, name: str) -> str:
@@ -58,6 +62,11 @@ def subscribe(broker: RabbitBroker, exchange: str, group: ProjectionGroup) -> No
     broker.subscriber(
         projection_queue(exchange, group.name),
         events_exchange(exchange),
+        # aio-pika runs each delivery in a task of its own: without a prefetch limit every
+        # queued batch would be applied at once, all racing for the checkpoint locks (and a
+        # later batch that wins sees a gap and catches up from the store). A few are buffered
+        # here; `ProjectionGroup.deliver` takes them one at a time, in delivery order.
+        channel=Channel(prefetch_count=PREFETCH),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"projection.{group.name}",
     )(on_batch)

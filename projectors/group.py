@@ -11,6 +11,7 @@ catch-ups stay per read model, and a poison event for one stops no other.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -42,9 +43,15 @@ class ProjectionGroup:
             raise ValueError(f"projection group {name} has no projections")
         self.name, self.runners = name, list(runners)
         self.store = self.runners[0].store
+        # One batch at a time, in the order they came (asyncio.Lock wakes its waiters in order).
+        self._turn = asyncio.Lock()
 
     async def deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         """Apply a batch from the broker to every projection (see module)."""
+        async with self._turn:
+            await self._deliver(events, previous)
+
+    async def _deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         try:
             applied = await self._apply_together(events, previous)
         except (_NotTogether, BatchFailed, Poisoned):  # rolled back

@@ -4,6 +4,7 @@ of each test's own, so the session's relay and projectors never apply these even
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -247,6 +248,35 @@ async def test_a_redelivered_batch_is_skipped(
     )
     assert copies == 1
     assert await estate.rows(own_store) == SHOWN
+
+
+async def test_batches_delivered_at_once_are_applied_one_by_one_in_order(
+    own_store: EventStore, group: ProjectionGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aio-pika starts a task per delivery: the group still applies them in order, so no batch
+    finds its predecessor unapplied (no fallback, no catch-up from the store)."""
+    estates = [Estate() for _ in range(4)]
+    batches, after = [], ORIGIN
+    for each in estates:
+        await each.build(own_store)
+        batch = await own_store.read_all(after=after)
+        batches.append((batch, after))
+        after = batch[-1].checkpoint
+    fallbacks: list[str] = []
+
+    async def deliver_alone(runner: object, *_: object) -> None:
+        fallbacks.append(str(runner))
+
+    monkeypatch.setattr(LiveProjection, "deliver", deliver_alone)
+
+    await asyncio.gather(*(group.deliver(batch, previous) for batch, previous in batches))
+
+    assert fallbacks == []
+    saved = await checkpoints_of(own_store)
+    assert {key: checkpoint for key, (checkpoint, _, _) in saved.items()} == dict.fromkeys(
+        KEYS, after
+    )
+    assert [await each.rows(own_store) for each in estates] == [SHOWN] * len(estates)
 
 
 async def test_the_queues_read_models_had_of_their_own_are_deleted(settings: Settings) -> None:
