@@ -130,7 +130,7 @@ async def main(events: int, batch_size: int) -> dict[str, object]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=replay.BATCH_SIZE)
     parser.add_argument("--json-out", help="also write the figures as JSON")
     arguments = parser.parse_args()
     summary = asyncio.run(main(arguments.events, arguments.batch_size))

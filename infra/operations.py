@@ -93,7 +93,7 @@ def replay(
     dry_run: Annotated[bool, typer.Option(help="Build the next version, then drop it")] = False,
     keep_old: Annotated[bool, typer.Option(help="Keep the previous version's tables")] = False,
     grace: Annotated[float, typer.Option(help="Seconds before the old version is dropped")] = 5.0,
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = rebuild.BATCH_SIZE,
     from_position: Annotated[
         int | None, typer.Option(help="Partial rebuild from here (where the model allows)")
     ] = None,

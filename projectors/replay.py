@@ -63,6 +63,11 @@ class RowDifference:
     rebuilt: dict[str, Any] | None
 
 
+#: Events read and applied per transaction. 20,000 rebuilt 34-35k events/s here against 29-31k
+#: with 5,000, for about 45 MB more at the peak (two batches in memory: one read ahead).
+BATCH_SIZE = 20_000
+
+
 class ReplayError(Exception):
     """The replay cannot run as asked (unknown read model, halted projection...)."""
 
@@ -94,7 +99,7 @@ async def build(
     progress: ProgressHook | None = None,
     *,
     until: Checkpoint | None = None,
-    batch_size: int = 5000,
+    batch_size: int = BATCH_SIZE,
     to_position: int | None = None,
 ) -> int:
     """Fresh tables for `projection`, filled from the store up to the head (or `until`; or
@@ -178,7 +183,7 @@ async def replay(
     dry_run: bool = False,
     keep_old: bool = False,
     grace_seconds: float = 5.0,
-    batch_size: int = 5000,
+    batch_size: int = BATCH_SIZE,
     to_position: int | None = None,
 ) -> ReplayReport:
     """Build the next version of read model `name` and make it live (see module docstring)."""
