@@ -63,9 +63,11 @@ class RowDifference:
     rebuilt: dict[str, Any] | None
 
 
-#: Events read and applied per transaction. 20,000 rebuilt 34-35k events/s here against 29-31k
-#: with 5,000, for about 45 MB more at the peak (two batches in memory: one read ahead).
-BATCH_SIZE = 20_000
+#: Events read and applied per transaction. Each batch's transaction holds back every
+#: commit-order reader of the store (the relay) while it runs, about 0.15 s at this size; larger
+#: batches did not rebuild faster here (A/B at 06:10 UTC: 5,000 gave 33.8-41.7k events/s,
+#: 20,000 gave 30.8-36.7k, in the same minutes).
+BATCH_SIZE = 5_000
 
 
 class ReplayError(Exception):
