@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -53,6 +53,7 @@ class RecentFreshness:
     def __init__(self, max_age: float = 0.1) -> None:
         self.max_age = max_age
         self._known: dict[tuple[str, ...], tuple[float, Freshness]] = {}
+        self._reading: dict[tuple[str, ...], asyncio.Future[Freshness]] = {}
 
     def get(self, read_models: Sequence[str]) -> Freshness | None:
         known = self._known.get(tuple(read_models))
@@ -62,6 +63,30 @@ class RecentFreshness:
 
     def put(self, read_models: Sequence[str], freshness: Freshness, read_at: float) -> None:
         self._known[tuple(read_models)] = (read_at, freshness)
+
+    async def read(
+        self, read_models: Sequence[str], read: Callable[[], Awaitable[Freshness]]
+    ) -> Freshness:
+        """The remembered position, else one `read` shared by every request that asks while
+        it runs (when the position expires under load, dozens of GETs would each read it)."""
+        known = self.get(read_models)
+        if known is not None:
+            return known
+        key = tuple(read_models)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_and_put(read_models, read))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _read_and_put(
+        self, read_models: Sequence[str], read: Callable[[], Awaitable[Freshness]]
+    ) -> Freshness:
+        read_at = time.monotonic()  # before the read: the position is at least this fresh
+        freshness = await read()
+        self.put(read_models, freshness, read_at)
+        return freshness
 
 
 async def read_model_freshness(
@@ -73,13 +98,9 @@ async def read_model_freshness(
 ) -> Freshness:
     """The read models' position, after waiting (bounded) until all include `min_position`."""
     if min_position is None and recent is not None:
-        known = recent.get(read_models)
-        if known is not None:
-            return known
-        read_at = time.monotonic()  # before the read: the position is at least this fresh
-        freshness = await read_model_freshness(pool, read_models, None, wait_seconds)
-        recent.put(read_models, freshness, read_at)
-        return freshness
+        return await recent.read(
+            read_models, lambda: read_model_freshness(pool, read_models, None, wait_seconds)
+        )
     deadline = time.monotonic() + wait_seconds
     delay = 0.002
     while True:

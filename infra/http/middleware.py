@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
@@ -36,6 +36,10 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app, self.service = app, service
+        # The labelled series, by (route, method, status): `labels()` takes a lock and builds a
+        # key on every call, which a GET of the fast lane noticed.
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,8 +66,15 @@ class RequestContext:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            REQUESTS.labels(self.service, route, method, str(status)).inc()
-            LATENCY.labels(self.service, route, method).observe(time.perf_counter() - started)
+            counted = self._counted.get((route, method, str(status)))
+            if counted is None:
+                counted = REQUESTS.labels(self.service, route, method, str(status))
+                self._counted[(route, method, str(status))] = counted
+            timed = self._timed.get((route, method))
+            if timed is None:
+                timed = self._timed[(route, method)] = LATENCY.labels(self.service, route, method)
+            counted.inc()
+            timed.observe(time.perf_counter() - started)
 
 
 class WriteBodyGuard:

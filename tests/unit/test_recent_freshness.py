@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from query_api import freshness
@@ -36,3 +38,33 @@ async def test_a_request_with_a_min_position_never_uses_a_remembered_one() -> No
     )
     with pytest.raises(ConnectionError, match="asked the store"):
         await freshness.read_model_freshness(NoDatabase(), ["instances"], 8, 1, recent)  # type: ignore[arg-type]
+
+
+async def test_requests_that_find_the_position_expired_share_one_read() -> None:
+    recent = RecentFreshness(max_age=60)
+    reads = []
+    release = asyncio.Event()
+
+    async def read() -> Freshness:
+        reads.append(1)
+        await release.wait()
+        return Freshness(position=9)
+
+    waiting = [asyncio.ensure_future(recent.read(["instances"], read)) for _ in range(20)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [Freshness(position=9)] * 20
+    assert reads == [1]
+    assert recent.get(["instances"]) == Freshness(position=9)
+
+
+async def test_a_failed_read_is_not_remembered() -> None:
+    recent = RecentFreshness(max_age=60)
+
+    async def down() -> Freshness:
+        raise ConnectionError("store down")
+
+    for _ in range(2):  # the second request reads again instead of getting the first's error
+        with pytest.raises(ConnectionError):
+            await recent.read(["instances"], down)
+    assert recent.get(["instances"]) is None
