@@ -62,9 +62,9 @@ system-deps:
 # built here from Debian's packages (infra/compose/local/images.sh; the first build takes a few
 # minutes, later ones come from podman's cache). Gateway on :8080, Prometheus on :9090 unless
 # COMPOSE_ARGS="--gateway-port N --prometheus-port M".
-COMPOSE_PACKAGES := podman netavark aardvark-dns runc debootstrap uidmap slirp4netns
+COMPOSE_PACKAGES := podman netavark aardvark-dns runc debootstrap uidmap slirp4netns iptables
 COMPOSE_BINARIES := /usr/bin/podman /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns \
-                    /usr/sbin/runc /usr/sbin/debootstrap
+                    /usr/sbin/runc /usr/sbin/debootstrap /usr/sbin/iptables
 COMPOSE_ARGS ?=
 
 compose-deps:
