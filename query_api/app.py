@@ -18,6 +18,16 @@ from query_api import routes
 from query_api.freshness import RecentFreshness
 
 
+async def init_read_connection(connection: asyncpg.Connection) -> None:
+    """The store's codecs, and uuid columns as their text: every answer renders them as strings,
+    and orjson renders asyncpg's own UUID type only through a Python fallback per value (150
+    calls for a page of 50 instances)."""
+    await init_connection(connection)
+    await connection.set_type_codec(
+        "uuid", schema="pg_catalog", encoder=str, decoder=str, format="text"
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.read_database_url or settings.database_url,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
-            init=init_connection,
+            init=init_read_connection,
             connection_class=PooledConnection,
             timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
