@@ -120,6 +120,13 @@ async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
 ) -> None:
     instance_id = await launch(command_client, token_for(tenant))
     await boots.catch_up()
+    # Only this test's boot is due: other tests' boots claimed with it would share the one
+    # half-open probe below, and under load one of theirs could take it instead of this one.
+    await store.pool.execute(
+        "UPDATE provisioner_boots_v1 SET due_at = now() + interval '1 hour' "
+        "WHERE instance_id <> $1",
+        uuid.UUID(instance_id),
+    )
     breakers = Breakers(threshold=2, ttl_seconds=0.5)
     async with httpx.AsyncClient(timeout=1.0) as http:
         dead = BootLoop(
