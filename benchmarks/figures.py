@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 PERCENTILES = (50, 90, 99)
+#: The percentiles the issue asks of the visibility lag and the pipeline's appends.
+TAIL_PERCENTILES = (50, 95, 99)
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None, so that the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

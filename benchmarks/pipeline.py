@@ -63,7 +63,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.figures import ms, percentile
+from benchmarks.figures import TAIL_PERCENTILES, finite, ms, percentile
 from benchmarks.mesh import (
     DEFAULT_STATE_DIR,
     BasePort,
@@ -73,11 +73,9 @@ from benchmarks.mesh import (
     StateDir,
     running_mesh,
 )
-from benchmarks.visibility import finite
 from events import EventStore, ExpectedVersion, NewEvent
 from events.contracts import NetworkCreated, SubnetAttached, SubnetCreated, to_new_event
 
-PERCENTILES = (50, 95, 99)
 #: How often the catch-up waits look at the checkpoints.
 WAIT_POLL_SECONDS = 0.1
 
@@ -426,7 +424,7 @@ class Report:
         table = Table(box=box.SIMPLE_HEAD, title="Appends")
         for column in ("events", "transactions", "events/s", "transactions/s"):
             table.add_column(column, justify="right")
-        for p in PERCENTILES:
+        for p in TAIL_PERCENTILES:
             table.add_column(f"txn p{p} ms", justify="right")
         table.add_column("errors", justify="right")
         table.add_row(
@@ -434,7 +432,7 @@ class Report:
             f"{appended.transactions:,}",
             f"{appended.events / seconds:,.0f}",
             f"{appended.transactions / seconds:,.0f}",
-            *(ms(percentile(appended.latencies, p)) for p in PERCENTILES),
+            *(ms(percentile(appended.latencies, p)) for p in TAIL_PERCENTILES),
             ", ".join(f"{n} x {e}" for e, n in appended.errors.items()) or "0",
         )
         return table
@@ -518,7 +516,7 @@ class Report:
             "transactions": appended.transactions,
             "append_rate": appended.events / seconds,
             "transaction_ms": {
-                f"p{p}": percentile(appended.latencies, p) * 1000 for p in PERCENTILES
+                f"p{p}": percentile(appended.latencies, p) * 1000 for p in TAIL_PERCENTILES
             },
             "append_errors": dict(appended.errors),
             "settled_seconds_before": run.settled_seconds,

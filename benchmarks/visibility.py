@@ -58,7 +58,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.figures import ms, percentile
+from benchmarks.figures import TAIL_PERCENTILES, finite, ms, percentile
 from benchmarks.mesh import (
     DEFAULT_STATE_DIR,
     BasePort,
@@ -71,7 +71,6 @@ from benchmarks.mesh import (
 )
 from infra.launcher.services import service_specs
 
-PERCENTILES = (50, 95, 99)
 #: Subnets are /24s carved in order from a run's /16 networks.
 SUBNETS_PER_NETWORK = 256
 #: Past these the generator's own queueing shows in its figures, and the run says so.
@@ -483,7 +482,7 @@ class Report:
     def commands_table(self) -> Table:
         table = Table(box=box.SIMPLE_HEAD, title="Commands (latency from the scheduled send, ms)")
         columns = ("resource", "sent", "201", "other answers", "transport errors")
-        for column in (*columns, *(f"p{p}" for p in PERCENTILES), "max"):
+        for column in (*columns, *(f"p{p}" for p in TAIL_PERCENTILES), "max"):
             table.add_column(column, justify="left" if column == "resource" else "right")
         recorder = self.recorder
         for kind in self.kinds():
@@ -494,7 +493,7 @@ class Report:
                 f"{recorder.statuses[kind][201]:,}",
                 _others(recorder.statuses[kind]),
                 f"{sum(n for (k, _), n in recorder.transport_errors.items() if k == kind):,}",
-                *(ms(percentile(samples, p)) for p in PERCENTILES),
+                *(ms(percentile(samples, p)) for p in TAIL_PERCENTILES),
                 ms(max(samples, default=math.nan)),
             )
         return table
@@ -507,7 +506,7 @@ class Report:
         columns = (
             "resource",
             "samples",
-            *(f"p{p}" for p in PERCENTILES),
+            *(f"p{p}" for p in TAIL_PERCENTILES),
             "max",
             f"never in {self.options.give_up:g} s",
             "not probed",
@@ -522,7 +521,7 @@ class Report:
             table.add_row(
                 kind,
                 f"{len(samples):,}",
-                *(ms(percentile(samples, p)) for p in PERCENTILES),
+                *(ms(percentile(samples, p)) for p in TAIL_PERCENTILES),
                 ms(max(samples, default=math.nan)),
                 f"{recorder.never_visible[kind]:,}",
                 f"{recorder.not_probed[kind]:,}",
@@ -548,13 +547,13 @@ class Report:
             box=box.SIMPLE_HEAD,
             title="Server side over the run, from /metrics histogram deltas (bucket bound, ms)",
         )
-        for column in ("histogram", "count", *(f"p{p}" for p in PERCENTILES)):
+        for column in ("histogram", "count", *(f"p{p}" for p in TAIL_PERCENTILES)):
             table.add_column(column, justify="left" if column == "histogram" else "right")
         for label, delta in self.server_histograms():
             table.add_row(
                 label,
                 f"{delta.count:,.0f}",
-                *(bound_text(delta.quantile(p / 100)) for p in PERCENTILES),
+                *(bound_text(delta.quantile(p / 100)) for p in TAIL_PERCENTILES),
             )
         return table
 
@@ -576,7 +575,7 @@ class Report:
                 f"sampled every {GAUGE_SAMPLE_SECONDS:g} s (ms)"
             ),
         )
-        columns = ("projection", "applied", "samples", *(f"p{p}" for p in PERCENTILES), "max")
+        columns = ("projection", "applied", "samples", *(f"p{p}" for p in TAIL_PERCENTILES), "max")
         for column in columns:
             table.add_column(column, justify="left" if column == "projection" else "right")
         applied, gauges = self.applied(), self.recorder.lag_gauges
@@ -586,7 +585,7 @@ class Report:
                 projection,
                 f"{applied.get(projection, 0):,.0f}",
                 f"{len(samples):,}",
-                *(ms(percentile(samples, p)) for p in PERCENTILES),
+                *(ms(percentile(samples, p)) for p in TAIL_PERCENTILES),
                 ms(max(samples, default=math.nan)),
             )
         return table
@@ -636,7 +635,7 @@ class Report:
             "server_histograms_ms": {
                 label: {
                     "count": delta.count,
-                    **{f"p{p}_le": delta.quantile(p / 100) * 1000 for p in PERCENTILES},
+                    **{f"p{p}_le": delta.quantile(p / 100) * 1000 for p in TAIL_PERCENTILES},
                 }
                 for label, delta in self.server_histograms()
             },
@@ -651,17 +650,6 @@ class Report:
         }
 
 
-def finite(value: Any) -> Any:
-    """`value` with NaN and infinities as None, so that the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite(item) for item in value]
-    return value
-
-
 def _share(part: int, whole: int) -> str:
     return f"{part / whole:.0%}" if whole else "-"
 
@@ -673,7 +661,7 @@ def _others(statuses: Counter[int]) -> str:
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
     return {
-        **{f"p{p}": percentile(samples, p) * 1000 for p in PERCENTILES},
+        **{f"p{p}": percentile(samples, p) * 1000 for p in TAIL_PERCENTILES},
         "max": max(samples, default=math.nan) * 1000,
     }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
@@ -97,18 +97,22 @@ async def _canonical_body(request: Request) -> bytes:
         return raw
 
 
-#: A command run against the store, for the caller's context.
-Handle = Callable[[EventStore, CommandContext], Awaitable[CommandResult]]
+#: A function of `command_api.commands`: the store, the caller's context, then its own arguments.
+Command = Callable[..., Awaitable[CommandResult]]
 
 
 async def _run(
-    request: Request, key: str | None, handle: Handle, location: str | None = None
+    request: Request,
+    key: str | None,
+    command: Command,
+    *arguments: Any,
+    location: str | None = None,
 ) -> JsonAnswer:
     store: EventStore = request.app.state.store
     context = await _context(request, key)
     # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
     async with request.app.state.breakers.guard("event_store", failures=DATABASE_DOWN):
-        result = await _idempotent(store, context, lambda: handle(store, context))
+        result = await _idempotent(store, context, lambda: command(store, context, *arguments))
     headers = {"X-Event-Position": str(result.position)}
     if location and result.status == 201:
         headers["Location"] = f"{location}/{result.body['id']}"
@@ -154,8 +158,10 @@ async def create_network(
     return await _run(
         request,
         key,
-        lambda store, context: commands.create_network(store, context, body.name, body.cidr),
-        "/v1/networks",
+        commands.create_network,
+        body.name,
+        body.cidr,
+        location="/v1/networks",
     )
 
 
@@ -164,9 +170,7 @@ async def rename_network(
     request: Request, network_id: str, body: RenameBody, key: IdempotencyKey = None
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
-    return await _run(
-        request, key, lambda store, context: commands.rename_network(store, context, nid, body.name)
-    )
+    return await _run(request, key, commands.rename_network, nid, body.name)
 
 
 @router.delete("/networks/{network_id}", response_model=CommandAnswer)
@@ -174,9 +178,7 @@ async def delete_network(
     request: Request, network_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     nid = _id(network_id, "network")
-    return await _run(
-        request, key, lambda store, context: commands.delete_network(store, context, nid)
-    )
+    return await _run(request, key, commands.delete_network, nid)
 
 
 @router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
@@ -187,17 +189,18 @@ async def create_subnet(
     return await _run(
         request,
         key,
-        lambda store, context: commands.create_subnet(store, context, nid, body.name, body.cidr),
-        "/v1/subnets",
+        commands.create_subnet,
+        nid,
+        body.name,
+        body.cidr,
+        location="/v1/subnets",
     )
 
 
 @router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
 async def delete_subnet(request: Request, subnet_id: str, key: IdempotencyKey = None) -> JsonAnswer:
     sid = _id(subnet_id, "subnet")
-    return await _run(
-        request, key, lambda store, context: commands.delete_subnet(store, context, sid)
-    )
+    return await _run(request, key, commands.delete_subnet, sid)
 
 
 @router.post("/instances", status_code=201, response_model=InstanceAnswer)
@@ -207,10 +210,11 @@ async def launch_instance(
     return await _run(
         request,
         key,
-        lambda store, context: commands.launch_instance(
-            store, context, body.name, body.subnet_id, body.size
-        ),
-        "/v1/instances",
+        commands.launch_instance,
+        body.name,
+        body.subnet_id,
+        body.size,
+        location="/v1/instances",
     )
 
 
@@ -219,9 +223,7 @@ async def start_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(
-        request, key, lambda store, context: commands.start_instance(store, context, iid)
-    )
+    return await _run(request, key, commands.start_instance, iid)
 
 
 @router.post("/instances/{instance_id}/stop", response_model=InstanceAnswer)
@@ -229,9 +231,7 @@ async def stop_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(
-        request, key, lambda store, context: commands.stop_instance(store, context, iid)
-    )
+    return await _run(request, key, commands.stop_instance, iid)
 
 
 @router.delete("/instances/{instance_id}", response_model=InstanceAnswer)
@@ -239,9 +239,7 @@ async def terminate_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     iid = _id(instance_id, "instance")
-    return await _run(
-        request, key, lambda store, context: commands.terminate_instance(store, context, iid)
-    )
+    return await _run(request, key, commands.terminate_instance, iid)
 
 
 @internal.post("/instances/{instance_id}/running", response_model=InstanceAnswer)
@@ -250,6 +248,4 @@ async def mark_running(
 ) -> JsonAnswer:
     """The provisioner finished booting the instance (never reachable through the gateway)."""
     iid = _id(instance_id, "instance")
-    return await _run(
-        request, key, lambda store, context: commands.mark_running(store, context, iid)
-    )
+    return await _run(request, key, commands.mark_running, iid)

@@ -166,15 +166,24 @@ async def network(lane: LaneRequest) -> JsonAnswer:
     return await _answer(lane, [EVENT_LOG] if as_of is not None else ["networks", "subnets"], read)
 
 
-async def subnet(lane: LaneRequest) -> JsonAnswer:
-    subnet_id = lane.path["subnet_id"]
-    sid = _uuid(subnet_id, "subnet")
+async def _one(
+    lane: LaneRequest,
+    kind: str,
+    get: Callable[[Any, str, uuid.UUID], Awaitable[dict[str, Any] | None]],
+) -> JsonAnswer:
+    """One item of read model `<kind>s` by its `<kind>_id`: 404 if not the caller's."""
+    item_id = lane.path[f"{kind}_id"]
+    uid = _uuid(item_id, kind)
     pool, tenant = lane.state.pool, lane.principal.tenant
 
     async def read() -> dict[str, Any]:
-        return _found(await read_models.get_subnet(pool, tenant, sid), "subnet", subnet_id)
+        return _found(await get(pool, tenant, uid), kind, item_id)
 
-    return await _answer(lane, ["subnets"], read)
+    return await _answer(lane, [f"{kind}s"], read)
+
+
+async def subnet(lane: LaneRequest) -> JsonAnswer:
+    return await _one(lane, "subnet", read_models.get_subnet)
 
 
 async def instances_page(lane: LaneRequest) -> JsonAnswer:
@@ -195,14 +204,7 @@ async def instances_page(lane: LaneRequest) -> JsonAnswer:
 
 
 async def instance(lane: LaneRequest) -> JsonAnswer:
-    instance_id = lane.path["instance_id"]
-    iid = _uuid(instance_id, "instance")
-    pool, tenant = lane.state.pool, lane.principal.tenant
-
-    async def read() -> dict[str, Any]:
-        return _found(await read_models.get_instance(pool, tenant, iid), "instance", instance_id)
-
-    return await _answer(lane, ["instances"], read)
+    return await _one(lane, "instance", read_models.get_instance)
 
 
 async def activity_page(lane: LaneRequest) -> JsonAnswer:

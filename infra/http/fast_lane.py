@@ -35,10 +35,6 @@ _DIGITS = re.compile(r"(?:0|[1-9][0-9]{0,18})")
 _PARAMETER = re.compile(r"\{([a-z_]+)\}")
 
 
-def _alternate(parts: list[str]) -> list[tuple[bool, str]]:
-    return [(index % 2 == 1, part) for index, part in enumerate(parts)]
-
-
 class NotForTheLane(ValueError):
     """A value the lane does not read the way FastAPI would: FastAPI answers instead."""
 
@@ -80,9 +76,10 @@ class FastRoute:
 
     def __post_init__(self) -> None:
         # Literal parts escaped, each `{name}` one path segment (Starlette's `str` convertor).
-        parts = _PARAMETER.split(self.path)
+        parts = _PARAMETER.split(self.path)  # literal, name, literal, name, ..., literal
         pattern = "".join(
-            f"(?P<{part}>[^/]+)" if odd else re.escape(part) for odd, part in _alternate(parts)
+            f"(?P<{part}>[^/]+)" if index % 2 else re.escape(part)
+            for index, part in enumerate(parts)
         )
         object.__setattr__(self, "regex", re.compile(pattern))
 

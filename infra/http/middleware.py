@@ -36,10 +36,9 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app, self.service = app, service
-        # The labelled series, by (route, method, status): `labels()` takes a lock and builds a
-        # key on every call, which a GET of the fast lane noticed.
-        self._counted: dict[tuple[str, str, str], Any] = {}
-        self._timed: dict[tuple[str, str], Any] = {}
+        # The labelled series by their labels: `labels()` takes a lock and builds a key on
+        # every call, which a GET of the fast lane noticed.
+        self._series: dict[tuple[Any, ...], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,15 +65,15 @@ class RequestContext:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            counted = self._counted.get((route, method, str(status)))
-            if counted is None:
-                counted = REQUESTS.labels(self.service, route, method, str(status))
-                self._counted[(route, method, str(status))] = counted
-            timed = self._timed.get((route, method))
-            if timed is None:
-                timed = self._timed[(route, method)] = LATENCY.labels(self.service, route, method)
-            counted.inc()
-            timed.observe(time.perf_counter() - started)
+            self._labelled(REQUESTS, route, method, str(status)).inc()
+            self._labelled(LATENCY, route, method).observe(time.perf_counter() - started)
+
+    def _labelled(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(self.service, *labels)
+        return series
 
 
 class WriteBodyGuard:
