@@ -119,7 +119,19 @@ async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
     token_for: Callable[..., str],
 ) -> None:
     instance_id = await launch(command_client, token_for(tenant))
-    await boots.catch_up()
+
+    async def boot_pending() -> bool:
+        # The commit-order horizon may hold the launch back for a moment: catch up until the
+        # boot is there, or the dead loop below would have nothing to fail on.
+        await boots.catch_up()
+        return bool(
+            await store.pool.fetchval(
+                "SELECT count(*) FROM provisioner_boots_v1 WHERE instance_id = $1",
+                uuid.UUID(instance_id),
+            )
+        )
+
+    await wait_until(boot_pending)
     # Only this test's boot is due: other tests' boots claimed with it would share the one
     # half-open probe below, and under load one of theirs could take it instead of this one.
     await store.pool.execute(
