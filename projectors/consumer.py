@@ -46,10 +46,14 @@ def projection_queue(exchange: str, name: str) -> RabbitQueue:
 def subscribe(broker: RabbitBroker, exchange: str, group: ProjectionGroup) -> None:
     """Register the consumer of `group`'s queue on `broker` (before `broker.start()`)."""
 
-    async def on_batch(body: bytes, message: RabbitMessage) -> None:
+    # The message is read from the broker's context, not taken as a `message: RabbitMessage`
+    # parameter: FastStream resolves such a parameter by calling a plain function in a worker
+    # thread, once per message (a thread hop per batch, docs/BENCHMARKS.md).
+    async def on_batch(body: bytes) -> None:
         events = decode_batch(body)
         if not events:
             return
+        message: RabbitMessage = broker.context.get_local("message")
         header = message.headers.get(PREVIOUS_CHECKPOINT_HEADER)
         previous = Checkpoint.parse(str(header)) if header else None
         with ExitStack() as spans:  # each event's trace shows every projection it went to

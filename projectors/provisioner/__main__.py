@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import httpx
-
 from events.store import EventStore
 from infra.breakers import Breakers
 from infra.broker import rabbit_broker
@@ -17,7 +15,11 @@ from infra.worker import create_worker_app
 from projectors.consumer import consumer_health, subscribe
 from projectors.group import ProjectionGroup
 from projectors.provisioner.boots import PendingBoots
-from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.command_client import (
+    COMMAND_SERVICE,
+    CommandServiceClient,
+    http_session,
+)
 from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
 
@@ -40,7 +42,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
         settings,
         {COMMAND_SERVICE: [url.strip() for url in settings.command_api_urls.split(",") if url]},
     )
-    http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=1.0))
+    http = http_session()
     client = CommandServiceClient(
         http,
         RoundRobin(discovery, COMMAND_SERVICE),
@@ -52,7 +54,7 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     async def cleanup() -> None:
         await broker.stop()
         await discovery.aclose()
-        await http.aclose()
+        await http.close()
         await store.close()
 
     return [loop.run()], cleanup

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from projectors.projection import Statement
 
 
+#: The events that start or end a boot.
+_WATCHED = frozenset(
+    contract.event_type for contract in (InstanceLaunched, InstanceStarted, InstanceTerminated)
+)
+
+
 class PendingBoots:
     """A projection only the provisioner reads (no view, never served by the query API)."""
 
@@ -45,6 +51,8 @@ class PendingBoots:
         return []
 
     def statements(self, event: RecordedEvent) -> list[Statement]:
+        if event.type not in _WATCHED:  # most events: no need to decode them
+            return []
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
             return [

@@ -9,14 +9,17 @@ import uuid
 from typing import TYPE_CHECKING
 
 import asyncpg
-import httpx
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from infra.breakers import BreakerOpen
 from infra.discovery import NoInstances
 from infra.telemetry import context_of, tracer
-from projectors.provisioner.command_client import PermanentFailure, TransientFailure
+from projectors.provisioner.command_client import (
+    TRANSPORT_ERRORS,
+    PermanentFailure,
+    TransientFailure,
+)
 
 if TYPE_CHECKING:
     from projectors.provisioner.boots import PendingBoots
@@ -105,7 +108,7 @@ class BootLoop:
         except PermanentFailure as error:  # e.g. terminated meanwhile: nothing left to boot
             log.info("instance %s not booted: %s", instance_id, error)
             return "refused"
-        except (TransientFailure, BreakerOpen, NoInstances, httpx.TransportError) as error:
+        except (TransientFailure, BreakerOpen, NoInstances, *TRANSPORT_ERRORS) as error:
             log.warning("instance %s boot deferred: %s", instance_id, error)
             return "retry"
         return "booted"

@@ -1,24 +1,32 @@
 """The provisioner boots launched instances through the command service (real PostgreSQL and
-RabbitMQ; the command service in-process over ASGI), and a dead command service opens its
-circuit breaker instead of losing boots."""
+RabbitMQ; the command service on a port of its own, called over real HTTP), and a dead command
+service opens its circuit breaker instead of losing boots."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import httpx
 import pytest
+import uvicorn
 
+from command_api.app import create_app as create_command_app
 from events import EventStore
 from infra.breakers import BREAKER_STATE, Breakers
 from infra.discovery import RoundRobin, StaticDiscovery
 from infra.settings import Settings
 from projectors.provisioner.boots import PendingBoots
-from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.command_client import (
+    COMMAND_SERVICE,
+    CommandServiceClient,
+    http_session,
+)
 from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
 from tests.integration.conftest import JWT_SECRET
@@ -42,7 +50,25 @@ def boots(store: EventStore) -> ProjectionRunner:
     return ProjectionRunner(store, PendingBoots(boot_delay_seconds=0.0))
 
 
-def client_for(http: httpx.AsyncClient, url: str, breakers: Breakers) -> CommandServiceClient:
+@pytest.fixture(scope="module")
+async def command_service(settings: Settings) -> AsyncIterator[str]:
+    """The command service listening on a port of its own: its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_command_app(settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    await wait_until(lambda: server.started or task.done())
+    assert server.started, "the command service did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+def client_for(http: aiohttp.ClientSession, url: str, breakers: Breakers) -> CommandServiceClient:
     discovery = StaticDiscovery({COMMAND_SERVICE: [url]})
     return CommandServiceClient(
         http, RoundRobin(discovery, COMMAND_SERVICE), breakers, JWT_SECRET, attempts=2
@@ -80,30 +106,33 @@ async def test_a_launched_instance_is_marked_running(
     store: EventStore,
     settings: Settings,
     command_client: httpx.AsyncClient,
+    command_service: str,
     boots: ProjectionRunner,
     tenant: str,
     token_for: Callable[..., str],
 ) -> None:
     instance_id = await launch(command_client, token_for(tenant))
     await boots.catch_up()
-    loop = BootLoop(
-        store.pool,
-        boots.projection,  # type: ignore[arg-type]
-        client_for(command_client, "http://command", Breakers()),
-        idle_seconds=0.02,
-    )
-    task = asyncio.create_task(loop.run())
-    try:
-        await wait_until(lambda: _started(store, instance_id))
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
-    # Booting again (a repeated delivery, a retry) changes nothing: the endpoint is idempotent.
-    await client_for(command_client, "http://command", Breakers()).mark_running(
-        tenant, uuid.UUID(instance_id)
-    )
+    async with http_session() as http:
+        loop = BootLoop(
+            store.pool,
+            boots.projection,  # type: ignore[arg-type]
+            client_for(http, command_service, Breakers()),
+            idle_seconds=0.02,
+        )
+        task = asyncio.create_task(loop.run())
+        try:
+            await wait_until(lambda: _started(store, instance_id))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
+        # Booting again (a repeated delivery, a retry) changes nothing: the endpoint is
+        # idempotent.
+        await client_for(http, command_service, Breakers()).mark_running(
+            tenant, uuid.UUID(instance_id)
+        )
     assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
 
 
@@ -114,6 +143,7 @@ async def _started(store: EventStore, instance_id: str) -> bool:
 async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
     store: EventStore,
     command_client: httpx.AsyncClient,
+    command_service: str,
     boots: ProjectionRunner,
     tenant: str,
     token_for: Callable[..., str],
@@ -140,7 +170,7 @@ async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
         uuid.UUID(instance_id),
     )
     breakers = Breakers(threshold=2, ttl_seconds=0.5)
-    async with httpx.AsyncClient(timeout=1.0) as http:
+    async with http_session(timeout_seconds=1.0) as http:
         dead = BootLoop(
             store.pool,
             boots.projection,  # type: ignore[arg-type]
@@ -160,11 +190,12 @@ async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
     )
     assert pending == 1  # nothing lost while the command service was down
     await asyncio.sleep(0.6)  # the breaker's TTL: the next call is a half-open probe
-    alive = BootLoop(
-        store.pool,
-        boots.projection,  # type: ignore[arg-type]
-        client_for(command_client, "http://command", breakers),
-    )
-    assert await alive.boot_due() >= 1
+    async with http_session() as http:
+        alive = BootLoop(
+            store.pool,
+            boots.projection,  # type: ignore[arg-type]
+            client_for(http, command_service, breakers),
+        )
+        assert await alive.boot_due() >= 1
     assert await _started(store, instance_id)
     assert BREAKER_STATE.labels(COMMAND_SERVICE)._value.get() == 0  # closed again
