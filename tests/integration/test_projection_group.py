@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
 
-from events import ORIGIN, Checkpoint, EventStore, ExpectedVersion
+from events import ORIGIN, Checkpoint, EventStore, ExpectedVersion, RecordedEvent
 from events.contracts import (
     DomainEvent,
     InstanceLaunched,
@@ -250,33 +251,80 @@ async def test_a_redelivered_batch_is_skipped(
     assert await estate.rows(own_store) == SHOWN
 
 
-async def test_batches_delivered_at_once_are_applied_one_by_one_in_order(
+async def batches_of(store: EventStore, estates: list[Estate], after: Checkpoint) -> list[Batch]:
+    """Builds each estate and reads its events as one batch, as the relay would publish them."""
+    batches = []
+    for each in estates:
+        await each.build(store)
+        batch = await store.read_all(after=after)
+        batches.append((batch, after))
+        after = batch[-1].checkpoint
+    return batches
+
+
+Batch = tuple[list[RecordedEvent], Checkpoint]
+
+
+def count_transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each transaction of a group applied together, in order."""
+    sizes: list[int] = []
+    apply_together = ProjectionGroup._apply_together
+
+    async def counted(self: ProjectionGroup, events: list[RecordedEvent], *rest: Any) -> Any:
+        sizes.append(len(events))
+        return await apply_together(self, events, *rest)
+
+    monkeypatch.setattr(ProjectionGroup, "_apply_together", counted)
+    return sizes
+
+
+async def test_batches_delivered_at_once_are_applied_in_order_the_waiting_ones_together(
     own_store: EventStore, group: ProjectionGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """aio-pika starts a task per delivery: the group still applies them in order, so no batch
-    finds its predecessor unapplied (no fallback, no catch-up from the store)."""
+    finds its predecessor unapplied (no fallback, no catch-up from the store), and the batches
+    that waited for the first one go in one transaction."""
     estates = [Estate() for _ in range(4)]
-    batches, after = [], ORIGIN
-    for each in estates:
-        await each.build(own_store)
-        batch = await own_store.read_all(after=after)
-        batches.append((batch, after))
-        after = batch[-1].checkpoint
+    batches = await batches_of(own_store, estates, ORIGIN)
+    after = batches[-1][0][-1].checkpoint
     fallbacks: list[str] = []
 
     async def deliver_alone(runner: object, *_: object) -> None:
         fallbacks.append(str(runner))
 
     monkeypatch.setattr(LiveProjection, "deliver", deliver_alone)
+    transactions = count_transactions(monkeypatch)
 
     await asyncio.gather(*(group.deliver(batch, previous) for batch, previous in batches))
 
     assert fallbacks == []
+    sizes = [len(batch) for batch, _ in batches]
+    assert transactions == [sizes[0], sum(sizes[1:])]
     saved = await checkpoints_of(own_store)
     assert {key: checkpoint for key, (checkpoint, _, _) in saved.items()} == dict.fromkeys(
         KEYS, after
     )
     assert [await each.rows(own_store) for each in estates] == [SHOWN] * len(estates)
+
+
+async def test_waiting_batches_with_a_gap_between_them_are_not_applied_together(
+    own_store: EventStore, group: ProjectionGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third batch never arrives: the fourth, waiting behind the second, does not follow it
+    and is applied on its own, so it finds the gap and catches up from the store."""
+    estates = [Estate() for _ in range(4)]
+    batches = await batches_of(own_store, estates, ORIGIN)
+    transactions = count_transactions(monkeypatch)
+    delivered = [batches[0], batches[1], batches[3]]
+
+    await asyncio.gather(*(group.deliver(batch, previous) for batch, previous in delivered))
+
+    assert transactions[:3] == [len(batch) for batch, _ in delivered]
+    assert [await each.rows(own_store) for each in estates] == [SHOWN] * len(estates)
+    saved = await checkpoints_of(own_store)
+    assert {key: checkpoint for key, (checkpoint, _, _) in saved.items()} == dict.fromkeys(
+        KEYS, batches[-1][0][-1].checkpoint
+    )
 
 
 async def test_the_queues_read_models_had_of_their_own_are_deleted(settings: Settings) -> None:
