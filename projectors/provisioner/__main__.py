@@ -29,7 +29,11 @@ runners: list[ProjectionRunner] = []
 
 
 async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
-    store = await EventStore.connect(settings.database_url, min_size=1, max_size=4)
+    # Its boots are derived from the events too, and a boot done twice is one boot (the
+    # command service's endpoint is idempotent): its commits need not wait for the WAL flush.
+    store = await EventStore.connect(
+        settings.database_url, min_size=1, max_size=4, durable_commits=False
+    )
     boots = PendingBoots(settings.boot_delay_seconds)
     runner = ProjectionRunner(store, boots)
     runners.append(runner)
