@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from command_api import errors, routes
+from command_api.handlers import Repository
 from events import EventStore
 from infra.breakers import Breakers
 from infra.consul import register
@@ -26,6 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
             connect_timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
         )
+        app.state.repository = Repository(app.state.store)
         try:
             async with register(settings, "command_api", "api"):
                 yield
@@ -45,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         health=health,
         jwt_secret=settings.jwt_secret,
         jwt_audience=settings.jwt_audience,
+        fast_routes=routes.FAST_ROUTES,
     )
     app.state.settings = settings
     app.state.breakers = Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds)

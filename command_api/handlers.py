@@ -3,6 +3,13 @@ loaded at, in one transaction.
 
 A concurrency conflict means someone else wrote one of the streams in between: reload and decide
 again, a bounded number of times with jitter. Only a real rule violation reaches the client.
+
+Each process keeps the aggregates it folded last (`AggregateCache`). A command first decides on
+the cached state without reading the store at all: the append expects the cached version, so it
+commits only if nobody wrote the stream since, and then the cached state was the current one.
+If the cache was stale the append fails, and the command reads what it missed and decides again.
+A refusal (a rule violation, "nothing to do") is never answered from the cache: the command
+reads the store and decides again first, so a client is only told no on the current state.
 """
 
 from __future__ import annotations
@@ -11,19 +18,19 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from command_api import snapshots
-from command_api.domain.errors import NotFound
+from command_api.domain.errors import DomainError, NotFound
 from command_api.metrics import CONFLICTS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
 from events.model import AppendResult, IdempotencyRecord
 from infra.telemetry import current_traceparent, tracer
 
-S = TypeVar("S")
 log = logging.getLogger(__name__)
 
 # Enough for a few dozen writers racing on one stream (each round, one of them wins).
@@ -65,9 +72,115 @@ class Loaded:
     state: Any
     version: int
     position: int
-    evolve: Callable[[Any, DomainEvent], Any] | None = None
-    #: The version of the snapshot it was restored from (0: folded from the start).
+    evolve: Callable[[Any, DomainEvent], Any]
+    #: The version of the snapshot it was restored from or last saved to (0: none).
     snapshot_version: int = 0
+
+
+#: How much folded state a command process keeps, counted in the events folded into it (a
+#: stream's version): about 30 MB at most. A subnet weighs as much as its history.
+CACHE_WEIGHT = 100_000
+
+
+class AggregateCache:
+    """The aggregates this process folded last, each with its stream's tenant; the least
+    recently used go first when they weigh more than `capacity` events."""
+
+    def __init__(self, capacity: int = CACHE_WEIGHT) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self._entries: OrderedDict[str, tuple[str, Loaded]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, stream_id: str) -> tuple[str, Loaded] | None:
+        entry = self._entries.get(stream_id)
+        if entry is not None:
+            self._entries.move_to_end(stream_id)
+        return entry
+
+    def put(self, tenant_id: str, loaded: Loaded) -> None:
+        replaced = self._entries.pop(loaded.stream_id, None)
+        if replaced is not None:
+            self.weight -= replaced[1].version
+        self._entries[loaded.stream_id] = (tenant_id, loaded)
+        self.weight += loaded.version
+        while self.weight > self.capacity and len(self._entries) > 1:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.weight -= evicted.version
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    """Where commands find aggregates: the event store, and this process's cache of it."""
+
+    store: EventStore
+    cache: AggregateCache = field(default_factory=AggregateCache)
+
+
+class Loader:
+    """Loads the aggregates of one attempt of one command, as its tenant sees them: another
+    tenant's stream looks exactly like a missing one. `trust_cache` (the first attempt) takes a
+    cached aggregate as it is; later attempts read what the cache missed (see module)."""
+
+    def __init__(self, repository: Repository, tenant_id: str, *, trust_cache: bool) -> None:
+        self.store, self.cache = repository.store, repository.cache
+        self.tenant_id, self.trust_cache = tenant_id, trust_cache
+        #: Whether a decision of this attempt rests on cached state.
+        self.used_cache = False
+
+    async def __call__(self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any]) -> Loaded:
+        missing = NotFound(
+            f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist"
+        )
+        cached = self.cache.get(stream_id)
+        if cached is None:
+            loaded = await self._read(stream_id, evolve, missing)
+        else:
+            tenant_id, loaded = cached
+            if tenant_id != self.tenant_id:
+                raise missing
+            if self.trust_cache:
+                self.used_cache = True
+                return loaded
+            loaded = await self._catch_up(loaded, missing)
+        if loaded.version:
+            self.cache.put(self.tenant_id, loaded)
+        return loaded
+
+    async def _read(
+        self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any], missing: NotFound
+    ) -> Loaded:
+        """Fold a stream from its snapshot, if any, else from the start."""
+        loaded = Loaded(stream_id, None, 0, 0, evolve)
+        codec = snapshots.codec_for(stream_id)
+        if codec is not None:
+            snapshot = await self.store.load_snapshot(stream_id)
+            try:
+                restored = snapshots.restore(snapshot, codec, self.tenant_id)
+            except LookupError:
+                raise missing from None
+            if restored is not None:
+                version = restored.version
+                loaded = Loaded(
+                    stream_id, restored.state, version, restored.position, evolve, version
+                )
+        return await self._catch_up(loaded, missing)
+
+    async def _catch_up(self, loaded: Loaded, missing: NotFound) -> Loaded:
+        """`loaded` with whatever its stream gained since."""
+        state, version, position = loaded.state, loaded.version, loaded.position
+        async for recorded in self.store.read_stream(loaded.stream_id, from_version=version + 1):
+            if recorded.tenant_id != self.tenant_id:
+                raise missing
+            event = decode_recorded(recorded)
+            if isinstance(event, DomainEvent):
+                state = loaded.evolve(state, event)
+            version, position = recorded.stream_version, recorded.position
+        if version == loaded.version:
+            return loaded
+        return replace(loaded, state=state, version=version, position=position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,58 +214,34 @@ def fresh(stream_id: str, evolve: Callable[[Any, DomainEvent], Any]) -> Loaded:
     return Loaded(stream_id, None, 0, 0, evolve)
 
 
-async def load(
-    store: EventStore,
-    stream_id: str,
-    evolve: Callable[[S | None, DomainEvent], S | None],
-    tenant_id: str,
-) -> Loaded:
-    """Fold a stream (from its snapshot, if any); another tenant's stream looks exactly like a
-    missing one."""
-    missing = NotFound(f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist")
-    state: S | None = None
-    version = position = snapshot_version = 0
-    codec = snapshots.codec_for(stream_id)
-    if codec is not None:
-        try:
-            restored = snapshots.restore(await store.load_snapshot(stream_id), codec, tenant_id)
-        except LookupError:
-            raise missing from None
-        if restored is not None:
-            state, version, position = restored.state, restored.version, restored.position
-            snapshot_version = version
-    async for recorded in store.read_stream(stream_id, from_version=version + 1):
-        if recorded.tenant_id != tenant_id:
-            raise missing
-        event = decode_recorded(recorded)
-        if isinstance(event, DomainEvent):
-            state = evolve(state, event)
-        version, position = recorded.stream_version, recorded.position
-    return Loaded(stream_id, state, version, position, evolve, snapshot_version)
-
-
-async def keep_snapshots(
-    store: EventStore,
-    decision: Decision,
-    results: dict[str, AppendResult],
-    tenant_id: str,
-) -> None:
-    """After a commit: snapshot the streams that grew far enough past their last snapshot."""
+def _committed(decision: Decision, results: dict[str, AppendResult]) -> list[Loaded]:
+    """Each stream the decision wrote, folded up to its new version."""
+    committed = []
     for loaded, events in decision.appends:
-        codec = snapshots.codec_for(loaded.stream_id)
         result = results.get(loaded.stream_id)
-        if codec is None or result is None or loaded.evolve is None:
-            continue
-        if result.stream_version - loaded.snapshot_version < snapshots.SNAPSHOT_EVERY:
+        if result is None:
             continue
         state = loaded.state
         for event in events:
             state = loaded.evolve(state, event)
-        await store.save_snapshot(
-            snapshots.take(
-                loaded.stream_id, codec, state, result.stream_version, result.position, tenant_id
-            )
+        after = replace(
+            loaded, state=state, version=result.stream_version, position=result.position
         )
+        committed.append(after)
+    return committed
+
+
+async def keep_snapshots(store: EventStore, loaded: Loaded, tenant_id: str) -> Loaded:
+    """After a commit: snapshot a stream that grew far enough past its last snapshot."""
+    codec = snapshots.codec_for(loaded.stream_id)
+    if codec is None or loaded.version - loaded.snapshot_version < snapshots.SNAPSHOT_EVERY:
+        return loaded
+    await store.save_snapshot(
+        snapshots.take(
+            loaded.stream_id, codec, loaded.state, loaded.version, loaded.position, tenant_id
+        )
+    )
+    return replace(loaded, snapshot_version=loaded.version)
 
 
 def _answer(
@@ -168,18 +257,27 @@ def _answer(
     }
 
 
-async def execute(
-    store: EventStore, context: CommandContext, decide: Callable[[], Awaitable[Decision]]
-) -> CommandResult:
+#: What a command decides with: the aggregates it loads through the `Loader` it is given.
+Decide = Callable[[Loader], Awaitable[Decision]]
+
+
+async def execute(repository: Repository, context: CommandContext, decide: Decide) -> CommandResult:
     """Run `decide` (load + pure decisions) and append its events atomically, retrying on
     concurrency conflicts; with an idempotency key the answer is stored in the same commit."""
+    store = repository.store
     metadata = context.metadata()
     # The events carry the request's trace, so every process that handles them joins it.
     traceparent = current_traceparent() or context.traceparent
     if traceparent:
         metadata["traceparent"] = traceparent
     for attempt in range(MAX_ATTEMPTS):
-        decision = await decide()
+        load = Loader(repository, context.tenant_id, trust_cache=attempt == 0)
+        try:
+            decision = await decide(load)
+        except DomainError:
+            if load.used_cache:
+                continue  # refused on cached state: decide again on the current one
+            raise
         appends = [
             (
                 loaded.stream_id,
@@ -190,6 +288,8 @@ async def execute(
             if events
         ]
         if not appends:  # nothing changes: answer with where the aggregate already is
+            if load.used_cache:
+                continue  # ... and where it is, not where this process last saw it
             return CommandResult(decision.status, _answer(decision, None))
         streams = [stream for stream, _, _ in appends]
 
@@ -206,6 +306,8 @@ async def execute(
             with tracer.start_as_current_span("append", attributes={"cloudnet.streams": streams}):
                 results = await store.append_many(appends, idempotency=idempotency, answer=answer)
         except ConcurrencyError:
+            if load.used_cache:
+                continue  # the cache was behind: read what it missed, at once
             CONFLICTS.inc()
             # Full jitter, capped: racers spread out instead of colliding again in lockstep.
             await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
@@ -220,9 +322,9 @@ async def execute(
             "command committed",
             extra={"streams": streams, "position": body["position"], "status": status},
         )
-        await keep_snapshots(
-            store, decision, dict(zip(streams, results, strict=True)), context.tenant_id
-        )
+        for loaded in _committed(decision, dict(zip(streams, results, strict=True))):
+            loaded = await keep_snapshots(store, loaded, context.tenant_id)
+            repository.cache.put(context.tenant_id, loaded)
         return CommandResult(status, body)
     raise RetriesExhausted(f"the aggregate changed {MAX_ATTEMPTS} times while deciding")
 

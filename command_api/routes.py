@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, StrictStr
+from starlette.datastructures import State
 
 from command_api import commands
 from command_api.handlers import CommandContext, CommandResult, replay
 from events import EventStore
 from infra.dependencies import DATABASE_DOWN
+from infra.http.fast_lane import FastRoute, LaneRequest, NotForTheLane
 from infra.http.json import JsonAnswer
 from infra.http.openapi import WRITE_PROBLEMS, problem_responses
 from infra.http.principal import principal_of
@@ -64,61 +66,83 @@ class LaunchBody(Body):
     size: StrictStr
 
 
+#: FastAPI's limits of an `Idempotency-Key`, which the fast lane reads alike.
+MIN_KEY_LENGTH, MAX_KEY_LENGTH = 1, 255
+
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    str | None,
+    Header(alias="Idempotency-Key", min_length=MIN_KEY_LENGTH, max_length=MAX_KEY_LENGTH),
 ]
 
 
-# The caller, the store and the context are read in `_run`, not as FastAPI dependencies: solving
-# them cost a command more CPU than its own decision (docs/BENCHMARKS.md).
-async def _context(request: Request, key: str | None) -> CommandContext:
-    principal = principal_of(request)
+def _idempotency_key(text: str) -> str:
+    """The key as `IdempotencyKey` takes it; FastAPI refuses any other (its 422)."""
+    if not MIN_KEY_LENGTH <= len(text) <= MAX_KEY_LENGTH:
+        raise NotForTheLane(text)
+    return text
+
+
+#: The headers a command reads: FastAPI's `IdempotencyKey` parameter and the caller's trace.
+COMMAND_HEADERS: dict[str, Callable[[str], Any]] = {
+    "idempotency-key": _idempotency_key,
+    "traceparent": str,
+}
+
+
+# The caller and the context come in a `LaneRequest` (the fast lane's, or `_lane`'s from FastAPI's
+# request), not as FastAPI dependencies: solving them cost a command more CPU than its own
+# decision (docs/BENCHMARKS.md).
+def _context(lane: LaneRequest) -> CommandContext:
+    key = lane.headers.get("idempotency-key")
     idempotency = None
     if key is not None:
         # Same key + same method, path and body = the same request (Stripe semantics).
-        fingerprint = hashlib.sha256(
-            f"{request.method} {request.url.path}\n".encode() + await _canonical_body(request)
-        ).hexdigest()
-        idempotency = (key, fingerprint)
+        request = f"{lane.method} {lane.url_path}\n".encode() + _canonical_body(lane.raw_body)
+        idempotency = (key, hashlib.sha256(request).hexdigest())
     return CommandContext(
-        tenant_id=principal.tenant,
-        actor=principal.subject,
-        correlation_id=request.state.request_id,
-        traceparent=request.headers.get("traceparent"),
+        tenant_id=lane.principal.tenant,
+        actor=lane.principal.subject,
+        correlation_id=lane.request_id,
+        traceparent=lane.headers.get("traceparent"),
         idempotency=idempotency,
     )
 
 
-async def _canonical_body(request: Request) -> bytes:
-    raw = await request.body()
+def _canonical_body(raw: bytes) -> bytes:
     try:
         return orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
     except orjson.JSONDecodeError:
         return raw
 
 
-#: A function of `command_api.commands`: the store, the caller's context, then its own arguments.
+#: A function of `command_api.commands`: the repository, the caller's context, then its own
+#: arguments.
 Command = Callable[..., Awaitable[CommandResult]]
 
 
 async def _run(
-    request: Request,
-    key: str | None,
-    command: Command,
-    *arguments: Any,
-    location: str | None = None,
+    lane: LaneRequest, command: Command, *arguments: Any, location: str | None = None
 ) -> JsonAnswer:
-    store: EventStore = request.app.state.store
-    context = await _context(request, key)
-    # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
-    async with request.app.state.breakers.guard("event_store", failures=DATABASE_DOWN):
-        result = await _idempotent(store, context, lambda: command(store, context, *arguments))
+    context = _context(lane)
+    result = await _call_command(lane.state, context, command, arguments)
     headers = {"X-Event-Position": str(result.position)}
     if location and result.status == 201:
         headers["Location"] = f"{location}/{result.body['id']}"
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JsonAnswer(result.body, status_code=result.status, headers=headers)
+
+
+async def _call_command(
+    state: State, context: CommandContext, command: Command, arguments: Sequence[Any]
+) -> CommandResult:
+    """The one place a command is called: its first argument, the repository, comes from the
+    app's state."""
+    store: EventStore = state.store
+    repository = state.repository
+    # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
+    async with state.breakers.guard("event_store", failures=DATABASE_DOWN):
+        return await _idempotent(store, context, lambda: command(repository, context, *arguments))
 
 
 async def _idempotent(
@@ -151,65 +175,34 @@ def _id(value: str, kind: str) -> uuid.UUID:
         raise NotFound(f"{kind} {value} does not exist") from None
 
 
-@router.post("/networks", status_code=201, response_model=CommandAnswer)
-async def create_network(
-    request: Request, body: NetworkBody, key: IdempotencyKey = None
-) -> JsonAnswer:
+# Each command is one handler of a `LaneRequest`, called by its FastAPI endpoint below and, for
+# plain requests, straight from the fast lane (`FAST_ROUTES`, infra/http/fast_lane.py).
+Handler = Callable[[LaneRequest], Awaitable[JsonAnswer]]
+
+
+async def network_create(lane: LaneRequest) -> JsonAnswer:
+    body: NetworkBody = lane.body
+    return await _run(lane, commands.create_network, body.name, body.cidr, location="/v1/networks")
+
+
+async def network_rename(lane: LaneRequest) -> JsonAnswer:
+    body: RenameBody = lane.body
+    nid = _id(lane.path["network_id"], "network")
+    return await _run(lane, commands.rename_network, nid, body.name)
+
+
+async def subnet_create(lane: LaneRequest) -> JsonAnswer:
+    body: SubnetBody = lane.body
+    nid = _id(lane.path["network_id"], "network")
     return await _run(
-        request,
-        key,
-        commands.create_network,
-        body.name,
-        body.cidr,
-        location="/v1/networks",
+        lane, commands.create_subnet, nid, body.name, body.cidr, location="/v1/subnets"
     )
 
 
-@router.patch("/networks/{network_id}", response_model=CommandAnswer)
-async def rename_network(
-    request: Request, network_id: str, body: RenameBody, key: IdempotencyKey = None
-) -> JsonAnswer:
-    nid = _id(network_id, "network")
-    return await _run(request, key, commands.rename_network, nid, body.name)
-
-
-@router.delete("/networks/{network_id}", response_model=CommandAnswer)
-async def delete_network(
-    request: Request, network_id: str, key: IdempotencyKey = None
-) -> JsonAnswer:
-    nid = _id(network_id, "network")
-    return await _run(request, key, commands.delete_network, nid)
-
-
-@router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
-async def create_subnet(
-    request: Request, network_id: str, body: SubnetBody, key: IdempotencyKey = None
-) -> JsonAnswer:
-    nid = _id(network_id, "network")
+async def instance_launch(lane: LaneRequest) -> JsonAnswer:
+    body: LaunchBody = lane.body
     return await _run(
-        request,
-        key,
-        commands.create_subnet,
-        nid,
-        body.name,
-        body.cidr,
-        location="/v1/subnets",
-    )
-
-
-@router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
-async def delete_subnet(request: Request, subnet_id: str, key: IdempotencyKey = None) -> JsonAnswer:
-    sid = _id(subnet_id, "subnet")
-    return await _run(request, key, commands.delete_subnet, sid)
-
-
-@router.post("/instances", status_code=201, response_model=InstanceAnswer)
-async def launch_instance(
-    request: Request, body: LaunchBody, key: IdempotencyKey = None
-) -> JsonAnswer:
-    return await _run(
-        request,
-        key,
+        lane,
         commands.launch_instance,
         body.name,
         body.subnet_id,
@@ -218,28 +211,103 @@ async def launch_instance(
     )
 
 
+def _on_id(kind: str, command: Command) -> Handler:
+    """A command on the `<kind>_id` of the path, without a body."""
+
+    async def handle(lane: LaneRequest) -> JsonAnswer:
+        return await _run(lane, command, _id(lane.path[f"{kind}_id"], kind))
+
+    return handle
+
+
+network_delete = _on_id("network", commands.delete_network)
+subnet_delete = _on_id("subnet", commands.delete_subnet)
+instance_start = _on_id("instance", commands.start_instance)
+instance_stop = _on_id("instance", commands.stop_instance)
+instance_terminate = _on_id("instance", commands.terminate_instance)
+instance_running = _on_id("instance", commands.mark_running)
+
+
+async def _lane(
+    request: Request, key: str | None, body: Body | None = None, **path: str
+) -> LaneRequest:
+    """What the fast lane reads from a request, read from FastAPI's."""
+    traceparent = request.headers.get("traceparent")
+    headers = {"idempotency-key": key, "traceparent": traceparent}
+    return LaneRequest(
+        request.app.state,
+        principal_of(request),
+        path,
+        {},
+        None,
+        headers={name: value for name, value in headers.items() if value is not None},
+        body=body,
+        raw_body=await request.body() if key is not None else b"",
+        request_id=request.state.request_id,
+        method=request.method,
+        url_path=request.url.path,
+    )
+
+
+@router.post("/networks", status_code=201, response_model=CommandAnswer)
+async def create_network(
+    request: Request, body: NetworkBody, key: IdempotencyKey = None
+) -> JsonAnswer:
+    return await network_create(await _lane(request, key, body))
+
+
+@router.patch("/networks/{network_id}", response_model=CommandAnswer)
+async def rename_network(
+    request: Request, network_id: str, body: RenameBody, key: IdempotencyKey = None
+) -> JsonAnswer:
+    return await network_rename(await _lane(request, key, body, network_id=network_id))
+
+
+@router.delete("/networks/{network_id}", response_model=CommandAnswer)
+async def delete_network(
+    request: Request, network_id: str, key: IdempotencyKey = None
+) -> JsonAnswer:
+    return await network_delete(await _lane(request, key, network_id=network_id))
+
+
+@router.post("/networks/{network_id}/subnets", status_code=201, response_model=CommandAnswer)
+async def create_subnet(
+    request: Request, network_id: str, body: SubnetBody, key: IdempotencyKey = None
+) -> JsonAnswer:
+    return await subnet_create(await _lane(request, key, body, network_id=network_id))
+
+
+@router.delete("/subnets/{subnet_id}", response_model=CommandAnswer)
+async def delete_subnet(request: Request, subnet_id: str, key: IdempotencyKey = None) -> JsonAnswer:
+    return await subnet_delete(await _lane(request, key, subnet_id=subnet_id))
+
+
+@router.post("/instances", status_code=201, response_model=InstanceAnswer)
+async def launch_instance(
+    request: Request, body: LaunchBody, key: IdempotencyKey = None
+) -> JsonAnswer:
+    return await instance_launch(await _lane(request, key, body))
+
+
 @router.post("/instances/{instance_id}/start", response_model=InstanceAnswer)
 async def start_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
-    iid = _id(instance_id, "instance")
-    return await _run(request, key, commands.start_instance, iid)
+    return await instance_start(await _lane(request, key, instance_id=instance_id))
 
 
 @router.post("/instances/{instance_id}/stop", response_model=InstanceAnswer)
 async def stop_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
-    iid = _id(instance_id, "instance")
-    return await _run(request, key, commands.stop_instance, iid)
+    return await instance_stop(await _lane(request, key, instance_id=instance_id))
 
 
 @router.delete("/instances/{instance_id}", response_model=InstanceAnswer)
 async def terminate_instance(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
-    iid = _id(instance_id, "instance")
-    return await _run(request, key, commands.terminate_instance, iid)
+    return await instance_terminate(await _lane(request, key, instance_id=instance_id))
 
 
 @internal.post("/instances/{instance_id}/running", response_model=InstanceAnswer)
@@ -247,5 +315,24 @@ async def mark_running(
     request: Request, instance_id: str, key: IdempotencyKey = None
 ) -> JsonAnswer:
     """The provisioner finished booting the instance (never reachable through the gateway)."""
-    iid = _id(instance_id, "instance")
-    return await _run(request, key, commands.mark_running, iid)
+    return await instance_running(await _lane(request, key, instance_id=instance_id))
+
+
+def _write(method: str, path: str, handler: Handler, body: type[Body] | None = None) -> FastRoute:
+    return FastRoute(path, handler, method=method, body=body, headers=COMMAND_HEADERS)
+
+
+#: The commands the fast lane answers when their requests are plain (infra/http/fast_lane.py).
+FAST_ROUTES = (
+    _write("POST", "/v1/instances", instance_launch, LaunchBody),
+    _write("POST", "/v1/networks", network_create, NetworkBody),
+    _write("POST", "/v1/networks/{network_id}/subnets", subnet_create, SubnetBody),
+    _write("PATCH", "/v1/networks/{network_id}", network_rename, RenameBody),
+    _write("DELETE", "/v1/networks/{network_id}", network_delete),
+    _write("DELETE", "/v1/subnets/{subnet_id}", subnet_delete),
+    _write("POST", "/v1/instances/{instance_id}/start", instance_start),
+    _write("POST", "/v1/instances/{instance_id}/stop", instance_stop),
+    _write("DELETE", "/v1/instances/{instance_id}", instance_terminate),
+    # The provisioner's call, once per launch.
+    _write("POST", "/internal/instances/{instance_id}/running", instance_running),
+)

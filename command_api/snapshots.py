@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from immutables import Map
+
 from command_api.domain import subnet
 from events import Snapshot
 
@@ -41,12 +43,12 @@ class SubnetCodec:
         }
 
     def load(self, data: dict[str, Any]) -> subnet.Subnet:
-        return subnet.Subnet(
+        return subnet.Subnet.restore(
             id=uuid.UUID(data["id"]),
             network_id=uuid.UUID(data["network_id"]),
             name=data["name"],
             cidr=data["cidr"],
-            allocations={ip: uuid.UUID(owner) for ip, owner in data["allocations"].items()},
+            allocations=Map({ip: uuid.UUID(owner) for ip, owner in data["allocations"].items()}),
             deleted=data["deleted"],
         )
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass, field, replace
+
+from immutables import Map
 
 from command_api.domain import ipam
 from command_api.domain.errors import (
@@ -27,8 +30,26 @@ class Subnet:
     network_id: uuid.UUID
     name: str
     cidr: str
-    allocations: dict[str, uuid.UUID] = field(default_factory=dict)  # ip → instance id
+    #: Which addresses are free, so the next one is found without scanning `allocations`.
+    pool: ipam.AddressPool
+    #: ip → instance id; a persistent map, so one allocation does not copy all the others.
+    allocations: Map[str, uuid.UUID] = field(default_factory=Map)
     deleted: bool = False
+
+    @classmethod
+    def restore(
+        cls,
+        id: uuid.UUID,
+        network_id: uuid.UUID,
+        name: str,
+        cidr: str,
+        allocations: Map[str, uuid.UUID],
+        deleted: bool,
+    ) -> Subnet:
+        """A subnet from its stored allocations (a snapshot), with its pool worked out."""
+        taken = frozenset(int(ipaddress.IPv4Address(ip)) for ip in allocations)
+        pool = ipam.AddressPool.of(cidr, taken)
+        return cls(id, network_id, name, cidr, pool, allocations, deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +99,7 @@ def decide(state: Subnet | None, command: SubnetCommand) -> list[DomainEvent]:
         ]
     subnet = existing(state, command.subnet_id)
     if isinstance(command, AllocateIp):
-        ip = ipam.lowest_free(subnet.cidr, subnet.allocations)
+        ip = subnet.pool.lowest_free()
         if ip is None:
             raise SubnetExhausted(f"subnet {subnet.id} ({subnet.cidr}) has no free address")
         return [IpAllocated(subnet_id=subnet.id, instance_id=command.instance_id, ip=ip)]
@@ -102,15 +123,27 @@ def existing(state: Subnet | None, subnet_id: uuid.UUID) -> Subnet:
 def evolve(state: Subnet | None, event: DomainEvent) -> Subnet | None:
     if isinstance(event, SubnetCreated):
         return Subnet(
-            id=event.subnet_id, network_id=event.network_id, name=event.name, cidr=event.cidr
+            id=event.subnet_id,
+            network_id=event.network_id,
+            name=event.name,
+            cidr=event.cidr,
+            pool=ipam.AddressPool.of(event.cidr),
         )
     if state is None:
         return None
     if isinstance(event, IpAllocated):
-        return replace(state, allocations={**state.allocations, event.ip: event.instance_id})
-    if isinstance(event, IpReleased):
         return replace(
-            state, allocations={ip: i for ip, i in state.allocations.items() if ip != event.ip}
+            state,
+            allocations=state.allocations.set(event.ip, event.instance_id),
+            pool=state.pool.allocate(event.ip),
+        )
+    if isinstance(event, IpReleased):
+        if event.ip not in state.allocations:
+            return state
+        return replace(
+            state,
+            allocations=state.allocations.delete(event.ip),
+            pool=state.pool.release(event.ip),
         )
     if isinstance(event, SubnetDeleted):
         return replace(state, deleted=True)

@@ -57,7 +57,7 @@ def create_service_app(
         telemetry={"tracing": True, "operation_spans": False, "metrics": False, "logs": False},
     )
     # Outermost last: request id and metrics, then auth, then the body guard, then the fast
-    # lane for the hottest GETs (infra/http/fast_lane.py).
+    # lane for the hottest routes (infra/http/fast_lane.py).
     if fast_routes:
         app.add_middleware(FastLane, routes=fast_routes, state=app.state, errors=error_answer)
     app.add_middleware(WriteBodyGuard)

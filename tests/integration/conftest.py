@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -13,6 +14,7 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from faststream.rabbit import RabbitBroker
 
 from command_api.app import create_app as create_command_app
@@ -95,6 +97,28 @@ async def command_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://command") as client:
             yield client
+
+
+@pytest.fixture(scope="session")
+async def command_service(settings: Settings) -> AsyncIterator[str]:
+    """The command service listening on a port of its own (for callers that speak real HTTP,
+    like the provisioner): its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_command_app(settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(1000):  # up to 10 s
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "the command service did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
 
 
 @pytest.fixture(scope="session")

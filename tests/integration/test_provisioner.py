@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import httpx
 import pytest
-import uvicorn
 
-from command_api.app import create_app as create_command_app
 from events import EventStore
 from infra.breakers import BREAKER_STATE, Breakers
 from infra.discovery import RoundRobin, StaticDiscovery
@@ -48,24 +45,6 @@ async def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> 
 def boots(store: EventStore) -> ProjectionRunner:
     """The provisioner's pending boots, fed from the store (as after a catch-up)."""
     return ProjectionRunner(store, PendingBoots(boot_delay_seconds=0.0))
-
-
-@pytest.fixture(scope="module")
-async def command_service(settings: Settings) -> AsyncIterator[str]:
-    """The command service listening on a port of its own: its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        create_command_app(settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started or task.done())
-    assert server.started, "the command service did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 def client_for(http: aiohttp.ClientSession, url: str, breakers: Breakers) -> CommandServiceClient:

@@ -19,7 +19,11 @@ from events import EventStore
 from infra.breakers import Breakers
 from infra.discovery import RoundRobin, StaticDiscovery
 from projectors.provisioner.boots import PendingBoots
-from projectors.provisioner.command_client import COMMAND_SERVICE, CommandServiceClient
+from projectors.provisioner.command_client import (
+    COMMAND_SERVICE,
+    CommandServiceClient,
+    http_session,
+)
 from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
 from tests.integration.conftest import JWT_SECRET, network_and_subnet
@@ -39,6 +43,7 @@ async def test_one_launch_is_one_trace_across_every_component(
     mesh: ProjectionRunner,
     store: EventStore,
     command_client: httpx.AsyncClient,
+    command_service: str,
     query_client: httpx.AsyncClient,
     tenant: str,
     token_for: Callable[..., str],
@@ -61,15 +66,16 @@ async def test_one_launch_is_one_trace_across_every_component(
     assert read.status_code == 200
     boots = ProjectionRunner(store, PendingBoots(boot_delay_seconds=0.0))
     await boots.catch_up()
-    client = CommandServiceClient(
-        command_client,
-        RoundRobin(StaticDiscovery({COMMAND_SERVICE: ["http://command"]}), COMMAND_SERVICE),
-        Breakers(),
-        JWT_SECRET,
-    )
-    loop = BootLoop(store.pool, boots.projection, client, batch=200)  # type: ignore[arg-type]
-    while await loop.boot_due():  # other tests' launches may be due too: drain them all
-        pass
+    async with http_session() as http:
+        client = CommandServiceClient(
+            http,
+            RoundRobin(StaticDiscovery({COMMAND_SERVICE: [command_service]}), COMMAND_SERVICE),
+            Breakers(),
+            JWT_SECRET,
+        )
+        loop = BootLoop(store.pool, boots.projection, client, batch=200)  # type: ignore[arg-type]
+        while await loop.boot_due():  # other tests' launches may be due too: drain them all
+            pass
 
     [request] = [s for s in spans.get_finished_spans() if s.name == "POST /v1/instances"]
     trace_id = request.context.trace_id
