@@ -10,6 +10,9 @@ commits only if nobody wrote the stream since, and then the cached state was the
 If the cache was stale the append fails, and the command reads what it missed and decides again.
 A refusal (a rule violation, "nothing to do") is never answered from the cache: the command
 reads the store and decides again first, so a client is only told no on the current state.
+A stream whose cached state turned out stale (another process writes it too, like a busy subnet
+behind two command services) is read from its cached version on, in the same round trip a
+failed append would have cost, until such a read finds nothing new.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 from command_api import snapshots
 from command_api.domain.errors import DomainError, NotFound
-from command_api.metrics import CONFLICTS, REPLAYS, record_appended
+from command_api.metrics import AGGREGATE_LOADS, CONFLICTS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
 from events.model import AppendResult, IdempotencyRecord
@@ -90,6 +93,8 @@ class AggregateCache:
         self.capacity = capacity
         self.weight = 0
         self._entries: OrderedDict[str, tuple[str, Loaded]] = OrderedDict()
+        #: Streams another process wrote behind this cache's back lately (see module).
+        self.contended: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,8 +112,9 @@ class AggregateCache:
         self._entries[loaded.stream_id] = (tenant_id, loaded)
         self.weight += loaded.version
         while self.weight > self.capacity and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
+            stream_id, (_, evicted) = self._entries.popitem(last=False)
             self.weight -= evicted.version
+            self.contended.discard(stream_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +133,8 @@ class Loader:
     def __init__(self, repository: Repository, tenant_id: str, *, trust_cache: bool) -> None:
         self.store, self.cache = repository.store, repository.cache
         self.tenant_id, self.trust_cache = tenant_id, trust_cache
-        #: Whether a decision of this attempt rests on cached state.
-        self.used_cache = False
+        #: The streams this attempt took from the cache unread.
+        self.trusted: list[str] = []
 
     async def __call__(self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any]) -> Loaded:
         missing = NotFound(
@@ -136,18 +142,34 @@ class Loader:
         )
         cached = self.cache.get(stream_id)
         if cached is None:
+            AGGREGATE_LOADS.labels("read").inc()
             loaded = await self._read(stream_id, evolve, missing)
         else:
             tenant_id, loaded = cached
             if tenant_id != self.tenant_id:
                 raise missing
-            if self.trust_cache:
-                self.used_cache = True
+            if self.trust_cache and stream_id not in self.cache.contended:
+                AGGREGATE_LOADS.labels("cached").inc()
+                self.trusted.append(stream_id)
                 return loaded
+            AGGREGATE_LOADS.labels("tail").inc()
+            was = loaded.version
             loaded = await self._catch_up(loaded, missing)
+            if loaded.version == was:
+                self.cache.contended.discard(stream_id)  # nobody else wrote it meanwhile
         if loaded.version:
             self.cache.put(self.tenant_id, loaded)
         return loaded
+
+    @property
+    def used_cache(self) -> bool:
+        """Whether a decision of this attempt rests on cached state read from nowhere."""
+        return bool(self.trusted)
+
+    def stale(self) -> None:
+        """The attempt's decision on cached state did not stand: read those streams next time."""
+        AGGREGATE_LOADS.labels("stale").inc(len(self.trusted))
+        self.cache.contended.update(self.trusted)
 
     async def _read(
         self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any], missing: NotFound
@@ -276,6 +298,7 @@ async def execute(repository: Repository, context: CommandContext, decide: Decid
             decision = await decide(load)
         except DomainError:
             if load.used_cache:
+                load.stale()
                 continue  # refused on cached state: decide again on the current one
             raise
         appends = [
@@ -289,6 +312,7 @@ async def execute(repository: Repository, context: CommandContext, decide: Decid
         ]
         if not appends:  # nothing changes: answer with where the aggregate already is
             if load.used_cache:
+                load.stale()
                 continue  # ... and where it is, not where this process last saw it
             return CommandResult(decision.status, _answer(decision, None))
         streams = [stream for stream, _, _ in appends]
@@ -307,6 +331,7 @@ async def execute(repository: Repository, context: CommandContext, decide: Decid
                 results = await store.append_many(appends, idempotency=idempotency, answer=answer)
         except ConcurrencyError:
             if load.used_cache:
+                load.stale()
                 continue  # the cache was behind: read what it missed, at once
             CONFLICTS.inc()
             # Full jitter, capped: racers spread out instead of colliding again in lockstep.

@@ -1,5 +1,6 @@
 """Prometheus metrics of the write side: events committed (by type), the store's head as this
-process last saw it, concurrency conflicts retried and idempotent replays.
+process last saw it, concurrency conflicts retried, how aggregates were loaded and idempotent
+replays.
 
 The head gauges are what readers are measured against: dashboards and alerts subtract the
 relay's and each projection's position from `max(cloudnet_events_head_position)`.
@@ -29,6 +30,13 @@ HEAD_TIMESTAMP = Gauge(
 CONFLICTS = Counter(
     "cloudnet_command_conflicts_total",
     "Concurrency conflicts after which a command reloaded its streams and decided again.",
+)
+AGGREGATE_LOADS = Counter(
+    "cloudnet_command_aggregate_loads_total",
+    "Aggregates a command loaded, by how: `cached` (decided on without a read), `stale` (a "
+    "decision on cached state that had to be made again), `tail` (the cache plus what its "
+    "stream gained since) or `read` (from the snapshot or the start).",
+    ["how"],
 )
 REPLAYS = Counter(
     "cloudnet_command_idempotent_replays_total",

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from command_api.app import create_app as create_command_app
+from command_api.metrics import AGGREGATE_LOADS
 from infra.settings import Settings
 from tests.integration.conftest import network_and_subnet
 
@@ -99,3 +100,35 @@ async def test_a_cached_aggregate_keeps_the_tenant_boundary(
     other = {"Authorization": f"Bearer {token_for(tenant + '-other')}"}
     stolen = await command_client.post("/v1/instances", json=launch(subnet_id), headers=other)
     assert stolen.status_code == 404, stolen.text
+
+
+def loads() -> dict[str, float]:
+    return {how: AGGREGATE_LOADS.labels(how)._value.get() for how in HOW}
+
+
+HOW = ("cached", "stale", "tail", "read")
+
+
+async def test_a_stream_written_elsewhere_is_read_until_it_is_quiet_again(
+    command_client: httpx.AsyncClient,
+    other_command_client: httpx.AsyncClient,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    """After its cached subnet proved stale once, a service reads the subnet's new events
+    before deciding (no failed append), and trusts its cache again once a read finds none."""
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    _, subnet_id = await network_and_subnet(command_client, auth)
+
+    async def launch_through(client: httpx.AsyncClient) -> dict[str, float]:
+        before = loads()
+        response = await client.post("/v1/instances", json=launch(subnet_id), headers=auth)
+        assert response.status_code == 201, response.text
+        return {how: loads()[how] - before[how] for how in HOW}
+
+    await launch_through(command_client)  # the first service caches the subnet
+    await launch_through(other_command_client)  # ... which the second one writes meanwhile
+    stale = await launch_through(command_client)
+    assert stale == {"cached": 1, "stale": 1, "tail": 1, "read": 0}
+    assert await launch_through(command_client) == {"cached": 0, "stale": 0, "tail": 1, "read": 0}
+    assert await launch_through(command_client) == {"cached": 1, "stale": 0, "tail": 0, "read": 0}
