@@ -30,7 +30,8 @@ runners: list[ProjectionRunner] = []
 
 async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
     # Its boots are derived from the events too, and a boot done twice is one boot (the
-    # command service's endpoint is idempotent): its commits need not wait for the WAL flush.
+    # command service's internal endpoint changes nothing the second time): its commits need
+    # not wait for the WAL flush.
     store = await EventStore.connect(
         settings.database_url, min_size=1, max_size=4, durable_commits=False
     )
