@@ -43,6 +43,13 @@ CHECKPOINT_TIMESTAMP = Gauge(
 FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed and were retried.")
 
 
+#: The smallest batch after which the relay lingers (see `_tail`). At 1,100-1,200 commands/s the
+#: linger raised commands/s by 8-12 %; at 200 commands/s, with batches of one or two events, it
+#: can only delay them (the visibility runs were too noisy to show by how much;
+#: docs/BENCHMARKS.md).
+LINGER_FROM = 4
+
+
 class Relay:
     """Publishes every committed event exactly in commit order, at least once."""
 
@@ -116,10 +123,11 @@ class Relay:
                 idle = 0.001
                 if len(batch) == self.batch_size:
                     continue
-                if self.linger:
-                    # Under a steady stream of commands each pass would publish one or two
-                    # events; waiting a few ms lets the next batch gather more, and every
-                    # message costs the broker, each consumer and each projection's commit.
+                if self.linger and len(batch) >= LINGER_FROM:
+                    # Under a heavy stream of commands each pass would publish a few events;
+                    # waiting a few ms lets the next batch gather more, and every message costs
+                    # the broker, each consumer and each projection's commit. Under a light one
+                    # (a batch of one or two) the wait would only add to every event's lag.
                     await asyncio.sleep(self.linger)
                     continue
             self._wake.clear()
