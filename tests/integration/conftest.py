@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from faststream.rabbit import RabbitBroker
 
 from command_api.app import create_app as create_command_app
@@ -89,14 +90,20 @@ def token_for() -> Callable[..., str]:
     return make
 
 
+@contextlib.asynccontextmanager
+async def asgi_client(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` in this process (its real lifespan), over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
 @pytest.fixture(scope="session")
 async def command_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The command service in-process (its real lifespan and event store), over ASGI."""
-    app = create_command_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://command") as client:
-            yield client
+    async with asgi_client(create_command_app(settings), "http://command") as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -123,11 +130,8 @@ async def command_service(settings: Settings) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def query_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_query_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query") as client:
-            yield client
+    async with asgi_client(create_query_app(settings), "http://query") as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

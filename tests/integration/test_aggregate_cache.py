@@ -11,17 +11,14 @@ import pytest
 from command_api.app import create_app as create_command_app
 from command_api.metrics import AGGREGATE_LOADS
 from infra.settings import Settings
-from tests.integration.conftest import network_and_subnet
+from tests.integration.conftest import asgi_client, network_and_subnet
 
 
 @pytest.fixture
 async def other_command_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A second command service process (its own app, pool and cache) on the same store."""
-    app = create_command_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://command-2") as client:
-            yield client
+    async with asgi_client(create_command_app(settings), "http://command-2") as client:
+        yield client
 
 
 def launch(subnet_id: str) -> dict[str, str]:
