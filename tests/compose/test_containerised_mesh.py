@@ -103,6 +103,7 @@ def get_load(gateway_url: str, token: str, path: str, workers: int = 4) -> Itera
     """GETs of `path` from `workers` threads until the block ends; the outcomes by status (or
     by exception name for a transport error)."""
     outcomes: Counter[str] = Counter()
+    answers: list[str] = []  # the first few answers other than 200, printed
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -111,7 +112,11 @@ def get_load(gateway_url: str, token: str, path: str, workers: int = 4) -> Itera
         with httpx.Client(base_url=gateway_url, headers=headers, timeout=30) as client:
             while not stop.is_set():
                 try:
-                    outcome = str(client.get(path).status_code)
+                    response = client.get(path)
+                    outcome = str(response.status_code)
+                    if response.status_code != 200 and len(answers) < 5:
+                        # Who answered what: nginx's problem or the service's (its detail).
+                        answers.append(f"{outcome} {dict(response.headers)} {response.text}")
                 except httpx.HTTPError as error:
                     outcome = type(error).__name__
                 with lock:
@@ -126,6 +131,8 @@ def get_load(gateway_url: str, token: str, path: str, workers: int = 4) -> Itera
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
+        for answer in answers:
+            print(f"\nnot 200: {answer}")
 
 
 # --- the full flow
