@@ -106,6 +106,11 @@ class AggregateCache:
         return entry
 
     def put(self, tenant_id: str, loaded: Loaded) -> None:
+        """Keep `loaded`, unless a newer version of its stream is kept already (two commands
+        of this process may finish in either order)."""
+        kept = self._entries.get(loaded.stream_id)
+        if kept is not None and kept[1].version > loaded.version:
+            return
         replaced = self._entries.pop(loaded.stream_id, None)
         if replaced is not None:
             self.weight -= replaced[1].version
@@ -163,7 +168,7 @@ class Loader:
 
     @property
     def used_cache(self) -> bool:
-        """Whether a decision of this attempt rests on cached state read from nowhere."""
+        """Whether a decision of this attempt rests on cached state it did not check."""
         return bool(self.trusted)
 
     def stale(self) -> None:
