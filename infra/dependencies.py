@@ -16,3 +16,10 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
 )
+
+
+def connection_broke(error: BaseException) -> bool:
+    """The connection broke or could not be opened, quickly: a read may be tried again at once
+    on another connection of the pool. A timeout is not (trying again would only add to it;
+    `TimeoutError` is an `OSError`)."""
+    return isinstance(error, DATABASE_DOWN) and not isinstance(error, TimeoutError)

@@ -11,9 +11,15 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from infra.auth import Principal
-from infra.dependencies import DATABASE_DOWN
+from infra.dependencies import DATABASE_DOWN, connection_broke
 from infra.http.fast_lane import MAX_POSITION, FastRoute, LaneRequest, NotForTheLane, counter
 from infra.http.json import JsonAnswer
 from infra.http.principal import CurrentPrincipal
@@ -102,21 +108,35 @@ def _version_cursor(cursor: str | None) -> str | None:
 Cursor = Annotated[str | None, Query(description="The `next_cursor` of the previous page")]
 
 
+#: Tries of one read when its connection breaks (see `_answer`).
+READ_ATTEMPTS = 3
+
+
 async def _answer(
     lane: LaneRequest, read_models_used: Sequence[str], read: Callable[[], Awaitable[Any]]
 ) -> JsonAnswer:
     # Freshness first, then the read: the answer is at least as new as the header says.
     state = lane.state
     async with state.breakers.guard("read_models", failures=DATABASE_DOWN):
-        # Position 0 comes before the first event: every read model includes it.
-        freshness = await read_model_freshness(
-            state.pool,
-            read_models_used,
-            lane.min_position or None,
-            state.settings.min_position_timeout_seconds,
-            state.recent_freshness,
-        )
-        content = await read()
+        # A read is safe to repeat: a pooled connection that broke, or a new one that could not
+        # be opened (seen in the containerised mesh while a sibling replica was killed), costs
+        # a retry on another connection, not a 503. A database that is down fails every try.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(connection_broke),
+            stop=stop_after_attempt(READ_ATTEMPTS),
+            wait=wait_exponential_jitter(multiplier=0.01, jitter=0.01, max=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                # Position 0 comes before the first event: every read model includes it.
+                freshness = await read_model_freshness(
+                    state.pool,
+                    read_models_used,
+                    lane.min_position or None,
+                    state.settings.min_position_timeout_seconds,
+                    state.recent_freshness,
+                )
+                content = await read()
     return JsonAnswer(content, headers={"X-Projection-Position": str(freshness.position)})
 
 

@@ -8,6 +8,7 @@ mesh answers again before the test ends)."""
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.compose.podman import ComposeMesh, podman
+from infra.compose.podman import ComposeMesh, podman, podman_environment
 
 #: How long a read model may take to show a write once its path is whole again.
 CATCH_UP_SECONDS = 60
@@ -219,6 +220,17 @@ def test_a_killed_query_container_fails_no_get_at_the_gateway(
         during = sum(outcomes.values())
 
     print(f"\nGETs while {victim} was killed: {dict(outcomes)}")
+    if set(outcomes) != {"200"}:  # what the surviving replicas said about it
+        for name in compose.containers("query-api"):
+            logs = subprocess.run(
+                ["podman", "logs", "--tail", "400", name],
+                env=podman_environment(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            lines = (logs.stdout + logs.stderr).splitlines()
+            print(f"\n{name}:", *[line for line in lines if "WARNING" in line][-5:], sep="\n")
     assert during > 50
     assert set(outcomes) == {"200"}, outcomes
     podman("start", victim)  # back to three replicas for the tests after this one
