@@ -35,7 +35,11 @@ def create_app(settings: Settings) -> FastAPI:
             # The query side may read a streaming replica; read-your-writes still holds because
             # X-Min-Position waits on the checkpoints the replica has replayed.
             settings.read_database_url or settings.database_url,
-            min_size=settings.db_pool_min,
+            # Every connection is opened at start, so a GET never waits on a new one (a name
+            # lookup and a TCP connect): in the containerised mesh, while podman removed a killed
+            # sibling, new connections timed out for seconds and their GETs answered 503
+            # (docs/RELIABILITY.md). A broken connection is still replaced on demand.
+            min_size=settings.db_pool_max,
             max_size=settings.db_pool_max,
             init=init_read_connection,
             connection_class=PooledConnection,
