@@ -220,8 +220,8 @@ def test_a_killed_query_container_fails_no_get_at_the_gateway(
         during = sum(outcomes.values())
 
     print(f"\nGETs while {victim} was killed: {dict(outcomes)}")
-    if set(outcomes) != {"200"}:  # what the surviving replicas said about it
-        for name in compose.containers("query-api"):
+    if set(outcomes) != {"200"}:  # what the gateway and the surviving replicas said
+        for name in [compose.container("gateway"), *compose.containers("query-api")]:
             logs = subprocess.run(
                 ["podman", "logs", "--tail", "400", name],
                 env=podman_environment(),
@@ -230,7 +230,8 @@ def test_a_killed_query_container_fails_no_get_at_the_gateway(
                 check=False,
             )
             lines = (logs.stdout + logs.stderr).splitlines()
-            print(f"\n{name}:", *[line for line in lines if "WARNING" in line][-5:], sep="\n")
+            said = [line for line in lines if any(k in line for k in ("WARNING", "reload", "["))]
+            print(f"\n{name}:", *said[-8:], sep="\n")
     assert during > 50
     assert set(outcomes) == {"200"}, outcomes
     podman("start", victim)  # back to three replicas for the tests after this one
