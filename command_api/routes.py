@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, StrictStr
-from starlette.datastructures import State
 
 from command_api import commands
-from command_api.handlers import CommandContext, CommandResult, replay
+from command_api.handlers import CommandContext, CommandResult, Repository, replay
 from events import EventStore
 from infra.dependencies import DATABASE_DOWN
 from infra.http.fast_lane import FastRoute, LaneRequest, NotForTheLane
@@ -124,25 +123,19 @@ async def _run(
     lane: LaneRequest, command: Command, *arguments: Any, location: str | None = None
 ) -> JsonAnswer:
     context = _context(lane)
-    result = await _call_command(lane.state, context, command, arguments)
+    state = lane.state
+    repository: Repository = state.repository
+    # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
+    async with state.breakers.guard("event_store", failures=DATABASE_DOWN):
+        result = await _idempotent(
+            repository.store, context, lambda: command(repository, context, *arguments)
+        )
     headers = {"X-Event-Position": str(result.position)}
     if location and result.status == 201:
         headers["Location"] = f"{location}/{result.body['id']}"
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JsonAnswer(result.body, status_code=result.status, headers=headers)
-
-
-async def _call_command(
-    state: State, context: CommandContext, command: Command, arguments: Sequence[Any]
-) -> CommandResult:
-    """The one place a command is called: its first argument, the repository, comes from the
-    app's state."""
-    store: EventStore = state.store
-    repository = state.repository
-    # A dead event store opens the breaker: later requests get 503 at once instead of waiting.
-    async with state.breakers.guard("event_store", failures=DATABASE_DOWN):
-        return await _idempotent(store, context, lambda: command(repository, context, *arguments))
 
 
 async def _idempotent(
