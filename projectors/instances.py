@@ -1,8 +1,18 @@
-"""The instances read model: every instance with its address and lifecycle state."""
+"""The instances read model: every instance with its address and lifecycle state.
+
+Each row also keeps the instance as the JSON the query service answers with (`doc`), rendered
+here once per change instead of once per read: a list page is then 50 stored documents, not 500
+decoded columns (docs/BENCHMARKS.md, fifth session). `doc_head` holds the fields that never
+change, so a state change rewrites the document with the new tail alone.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import orjson
 
 from events.contracts import (
     InstanceLaunched,
@@ -15,13 +25,41 @@ from projectors.projection import TRACKING_COLUMNS, VersionedTable
 
 if TYPE_CHECKING:
     from events import RecordedEvent
-    from projectors.projection import Statement
+    from projectors.projection import DbConnection, Statement
 
 _STATE_AFTER = {
     InstanceStarted: "running",
     InstanceStopped: "stopped",
     InstanceTerminated: "terminated",
 }
+
+
+def document_head(
+    instance_id: UUID | str,
+    name: str,
+    subnet_id: UUID | str,
+    network_id: UUID | str,
+    size: str,
+    ip: str,
+    created_at: datetime,
+) -> str:
+    """The fields of an instance's document that never change, without the closing brace."""
+    head = {
+        "id": str(instance_id),
+        "name": name,
+        "subnet_id": str(subnet_id),
+        "network_id": str(network_id),
+        "size": size,
+        "ip": ip,
+        "created_at": created_at.astimezone(UTC),
+    }
+    return orjson.dumps(head).decode()[:-1]
+
+
+def document_tail(state: str, updated_at: datetime, version: int) -> str:
+    """The rest of the document after `document_head`: what a state change rewrites."""
+    tail = {"state": state, "updated_at": updated_at.astimezone(UTC), "version": version}
+    return "," + orjson.dumps(tail).decode()[1:]
 
 
 class InstancesProjection(VersionedTable):
@@ -38,7 +76,9 @@ class InstancesProjection(VersionedTable):
                 size          text        NOT NULL,
                 ip            text        NOT NULL,
                 state         text        NOT NULL,
-{TRACKING_COLUMNS}
+{TRACKING_COLUMNS},
+                doc_head      text        NOT NULL,
+                doc           text        NOT NULL
             )""",
         ]
 
@@ -56,11 +96,21 @@ class InstancesProjection(VersionedTable):
     def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
+            head = document_head(
+                contract.instance_id,
+                contract.name,
+                contract.subnet_id,
+                contract.network_id,
+                contract.size,
+                contract.ip,
+                event.recorded_at,
+            )
+            tail = document_tail("pending", event.recorded_at, event.stream_version)
             return [
                 (
                     f"""INSERT INTO {self.table} (id, tenant_id, name, subnet_id, network_id, size,
-                    ip, state, created_at, updated_at, version, last_position)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $9, $10)""",
+                    ip, state, created_at, updated_at, version, last_position, doc_head, doc)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $9, $10, $11, $12)""",
                     (
                         contract.instance_id,
                         event.tenant_id,
@@ -72,21 +122,65 @@ class InstancesProjection(VersionedTable):
                         event.recorded_at,
                         event.stream_version,
                         event.position,
+                        head,
+                        head + tail,
                     ),
                 )
             ]
         if isinstance(contract, InstanceStarted | InstanceStopped | InstanceTerminated):
+            state = _STATE_AFTER[type(contract)]
             return [
                 (
                     f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
-                    last_position = $5 WHERE id = $1""",
+                    last_position = $5, doc = doc_head || $6 WHERE id = $1""",
                     (
                         contract.instance_id,
-                        _STATE_AFTER[type(contract)],
+                        state,
                         event.recorded_at,
                         event.stream_version,
                         event.position,
+                        document_tail(state, event.recorded_at, event.stream_version),
                     ),
                 )
             ]
         return []
+
+    async def upgrade(self, connection: DbConnection) -> bool:
+        """Give a table made by a cloudnet before the stored documents its documents, rendered
+        from its columns; a table that has them is left as it is. True if it changed."""
+        missing = await connection.fetchval(
+            "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'doc')",
+            self.table,
+        )
+        if not missing:
+            return False
+        await connection.execute(
+            f"ALTER TABLE {self.table} ADD COLUMN doc_head text, ADD COLUMN doc text"
+        )
+        rows = await connection.fetch(
+            f"SELECT id, name, subnet_id, network_id, size, ip, state, created_at, updated_at, "
+            f"version FROM {self.table}"
+        )
+        await connection.executemany(
+            f"UPDATE {self.table} SET doc_head = $2, doc = $2 || $3 WHERE id = $1",
+            [_documents(row) for row in rows],
+        )
+        await connection.execute(
+            f"ALTER TABLE {self.table} ALTER COLUMN doc_head SET NOT NULL, "
+            "ALTER COLUMN doc SET NOT NULL"
+        )
+        return True
+
+
+def _documents(row: Any) -> tuple[Any, str, str]:
+    head = document_head(
+        row["id"],
+        row["name"],
+        row["subnet_id"],
+        row["network_id"],
+        row["size"],
+        row["ip"],
+        row["created_at"],
+    )
+    return row["id"], head, document_tail(row["state"], row["updated_at"], row["version"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from projectors.catalog import READ_MODELS, process_manager_state
+from projectors.instances import InstancesProjection
 from projectors.projection import checkpoint_key
 
 _CHECKPOINTS = """
@@ -78,3 +79,21 @@ async def create_read_models(connection: asyncpg.Connection) -> None:
                     projection.name,
                     checkpoint_key(projection),
                 )
+        await _upgrade_instances(connection)
+
+
+async def _upgrade_instances(connection: asyncpg.Connection) -> None:
+    """Every version of the instances read model an older cloudnet built gets the documents
+    this one stores; the view over the live version is made again to show their columns."""
+    tables = await connection.fetch(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name ~ '^rm_instances_v[0-9]+$'"
+    )
+    live = await connection.fetchval(
+        "SELECT projection FROM projection_views WHERE name = 'instances'"
+    )
+    for (table,) in tables:
+        projection = InstancesProjection(int(table.rsplit("_v", 1)[1]))
+        if await projection.upgrade(connection) and checkpoint_key(projection) == live:
+            for statement in projection.create_view():
+                await connection.execute(statement)

@@ -1,4 +1,8 @@
-"""Queries over the read models' views and the event log; every one is tenant-scoped."""
+"""Queries over the read models' views and the event log; every one is tenant-scoped.
+
+Instances are read as the JSON documents their read model stores (`projectors.instances`),
+embedded in the answer as they are (`orjson.Fragment`), not decoded column by column.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,43 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from query_api.pagination import decode_cursor, encode_cursor
 
-Page = tuple[list[dict[str, Any]], str | None]
+#: A page's items (rows, or their stored JSON documents as one array) and the next cursor.
+Page = tuple[list[dict[str, Any]] | orjson.Fragment, str | None]
 
 _NETWORK = "id, name, cidr, subnet_count, created_at, updated_at, version"
 _SUBNET = "id, network_id, name, cidr, total, used, free, created_at, updated_at, version"
-_INSTANCE = "id, name, subnet_id, network_id, size, ip, state, created_at, updated_at, version"
 _EVENT = (
     "position, event_id, stream_id, stream_version, type, schema_version, data, metadata, "
     "recorded_at"
 )
+
+
+async def _keyset_rows(
+    pool: asyncpg.Pool,
+    select: str,
+    filters: Sequence[tuple[str, Any]],
+    limit: int,
+    cursor: str | None,
+) -> list[asyncpg.Record]:
+    """One page ordered by (created_at, id), and one row more if a next page exists; the
+    cursor is the previous page's last sort key."""
+    conditions = [f"{column} = ${n}" for n, (column, _) in enumerate(filters, start=1)]
+    arguments = [value for _, value in filters]
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        conditions.append(f"(created_at, id) > (${len(arguments) + 1}, ${len(arguments) + 2})")
+        arguments += [datetime.fromisoformat(after[0]), uuid.UUID(after[1])]
+    arguments.append(limit + 1)
+    where = " AND ".join(conditions)
+    return list(
+        await pool.fetch(
+            f"{select} WHERE {where} ORDER BY created_at, id LIMIT ${len(arguments)}", *arguments
+        )
+    )
 
 
 async def _keyset_page(
@@ -29,18 +58,7 @@ async def _keyset_page(
     limit: int,
     cursor: str | None,
 ) -> Page:
-    """One page ordered by (created_at, id); the cursor is the last row's sort key."""
-    conditions = [f"{column} = ${n}" for n, (column, _) in enumerate(filters, start=1)]
-    arguments = [value for _, value in filters]
-    after = decode_cursor(cursor, 2)
-    if after is not None:
-        conditions.append(f"(created_at, id) > (${len(arguments) + 1}, ${len(arguments) + 2})")
-        arguments += [datetime.fromisoformat(after[0]), uuid.UUID(after[1])]
-    arguments.append(limit + 1)
-    where = " AND ".join(conditions)
-    rows = await pool.fetch(
-        f"{select} WHERE {where} ORDER BY created_at, id LIMIT ${len(arguments)}", *arguments
-    )
+    rows = await _keyset_rows(pool, select, filters, limit, cursor)
     items = [dict(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -91,20 +109,22 @@ async def list_instances(
     cursor: str | None,
 ) -> Page:
     conditions = [("tenant_id", tenant_id)] + [(k, v) for k, v in filters.items() if v is not None]
-    return await _keyset_page(
-        pool, f"SELECT {_INSTANCE} FROM rm_instances", conditions, limit, cursor
-    )
+    rows = await _keyset_rows(pool, "SELECT doc FROM rm_instances", conditions, limit, cursor)
+    documents = [row[0] for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = orjson.loads(documents[-1])  # its timestamp as `isoformat` writes it
+        next_cursor = encode_cursor([last["created_at"], last["id"]])
+    return orjson.Fragment(f"[{','.join(documents)}]"), next_cursor
 
 
 async def get_instance(
     pool: asyncpg.Pool, tenant_id: str, instance_id: uuid.UUID
-) -> dict[str, Any] | None:
-    row = await pool.fetchrow(
-        f"SELECT {_INSTANCE} FROM rm_instances WHERE tenant_id = $1 AND id = $2",
-        tenant_id,
-        instance_id,
+) -> orjson.Fragment | None:
+    document = await pool.fetchval(
+        "SELECT doc FROM rm_instances WHERE tenant_id = $1 AND id = $2", tenant_id, instance_id
     )
-    return dict(row) if row else None
+    return None if document is None else orjson.Fragment(document)
 
 
 async def activity(pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: str | None) -> Page:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from tenacity import (
@@ -150,6 +150,9 @@ async def _answer(
     raise AssertionError("unreachable: the last try returns or raises")
 
 
+Item = TypeVar("Item")
+
+
 def _uuid(value: str, kind: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -157,7 +160,7 @@ def _uuid(value: str, kind: str) -> uuid.UUID:
         raise NotFound(f"{kind} {value} does not exist") from None
 
 
-def _found(item: dict[str, Any] | None, kind: str, item_id: str) -> dict[str, Any]:
+def _found(item: Item | None, kind: str, item_id: str) -> Item:
     if item is None:
         raise NotFound(f"{kind} {item_id} does not exist")
     return item
@@ -199,14 +202,14 @@ async def network(lane: LaneRequest) -> JsonAnswer:
 async def _one(
     lane: LaneRequest,
     kind: str,
-    get: Callable[[Any, str, uuid.UUID], Awaitable[dict[str, Any] | None]],
+    get: Callable[[Any, str, uuid.UUID], Awaitable[Item | None]],
 ) -> JsonAnswer:
     """One item of read model `<kind>s` by its `<kind>_id`: 404 if not the caller's."""
     item_id = lane.path[f"{kind}_id"]
     uid = _uuid(item_id, kind)
     pool, tenant = lane.state.pool, lane.principal.tenant
 
-    async def read() -> dict[str, Any]:
+    async def read() -> Item:
         return _found(await get(pool, tenant, uid), kind, item_id)
 
     return await _answer(lane, [f"{kind}s"], read)
