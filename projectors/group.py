@@ -11,11 +11,19 @@ catch-ups stay per read model, and a poison event for one stops no other.
 Batches that queued up while one was applied (the projector is behind) are applied together
 when they follow each other (each one's `previous` is the last checkpoint of the one before):
 one transaction for all of them, so catching up costs fewer commits, not more.
+
+A batch that changes nothing in any of the group's projections (the provisioner is sent every
+network and subnet event and keeps none) is not committed at all: the group remembers that it
+skipped it, and the next batch that continues it is applied as if it followed the last stored
+checkpoint, moving the checkpoints past both. A run of such batches is committed after
+`IDLE_FLUSH_SECONDS` anyway, so the stored checkpoints (and a restart's catch-up) stay at most
+that far behind. A batch that does not continue the skipped ones is a gap as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,6 +42,20 @@ from projectors.runtime import (
 if TYPE_CHECKING:
     from events import Checkpoint, RecordedEvent
     from projectors.runtime import ProjectionRunner
+
+
+#: How long batches that change nothing may go without committing their checkpoints.
+IDLE_FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Skipped:
+    """Batches skipped because they change nothing: the checkpoint before the first, the last
+    one's end, and when the first came."""
+
+    previous: Checkpoint | None
+    last: Checkpoint
+    since: float
 
 
 class _NotTogether(Exception):
@@ -61,6 +83,7 @@ class ProjectionGroup:
         # One batch at a time, in the order they came (asyncio.Lock wakes its waiters in order).
         self._turn = asyncio.Lock()
         self._waiting: list[_Delivery] = []
+        self._skipped: _Skipped | None = None
 
     async def deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         """Apply a batch from the broker to every projection (see module); returns once it is
@@ -97,6 +120,15 @@ class ProjectionGroup:
         return taken
 
     async def _deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
+        skipped, self._skipped = self._skipped, None
+        since = time.monotonic()
+        if skipped is not None and previous is not None and previous == skipped.last:
+            previous, since = skipped.previous, skipped.since  # the skipped changed nothing
+        if time.monotonic() - since < IDLE_FLUSH_SECONDS and self._changes_nothing(events):
+            self._skipped = _Skipped(previous, events[-1].checkpoint, since)
+            for runner in self.runners:
+                measure(runner.key, len(events), events, Outcome.APPLIED)
+            return
         try:
             applied = await self._apply_together(events, previous)
         except (_NotTogether, BatchFailed, Poisoned):  # rolled back
@@ -105,6 +137,16 @@ class ProjectionGroup:
             return
         for key, fresh in applied:
             measure(key, len(events), fresh, Outcome.APPLIED)
+
+    def _changes_nothing(self, events: list[RecordedEvent]) -> bool:
+        """True when no projection of the group has a statement for any of the events (an
+        event whose handler fails is left to the transaction, which dead-letters it)."""
+        try:
+            return not any(
+                runner.projection.statements(event) for runner in self.runners for event in events
+            )
+        except Exception:
+            return False
 
     async def _apply_together(
         self, events: list[RecordedEvent], previous: Checkpoint | None
