@@ -125,9 +125,8 @@ class ProjectionGroup:
         if skipped is not None and previous is not None and previous == skipped.last:
             previous, since = skipped.previous, skipped.since  # the skipped changed nothing
         if time.monotonic() - since < IDLE_FLUSH_SECONDS and self._changes_nothing(events):
+            # Not measured either: the metrics follow the stored checkpoints.
             self._skipped = _Skipped(previous, events[-1].checkpoint, since)
-            for runner in self.runners:
-                measure(runner.key, len(events), events, Outcome.APPLIED)
             return
         try:
             applied = await self._apply_together(events, previous)
@@ -140,10 +139,11 @@ class ProjectionGroup:
 
     def _changes_nothing(self, events: list[RecordedEvent]) -> bool:
         """True when no projection of the group has a statement for any of the events (an
-        event whose handler fails is left to the transaction, which dead-letters it)."""
+        event whose handler fails is left to the transaction, which dead-letters it). Event by
+        event: a batch of the read models' usually stops at its first."""
         try:
             return not any(
-                runner.projection.statements(event) for runner in self.runners for event in events
+                runner.projection.statements(event) for event in events for runner in self.runners
             )
         except Exception:
             return False
