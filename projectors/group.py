@@ -13,17 +13,18 @@ when they follow each other (each one's `previous` is the last checkpoint of the
 one transaction for all of them, so catching up costs fewer commits, not more.
 
 A batch that changes nothing in any of the group's projections (the provisioner is sent every
-network and subnet event and keeps none) is not committed at all: the group remembers that it
+network and subnet event and keeps none) is not committed at once: the group remembers that it
 skipped it, and the next batch that continues it is applied as if it followed the last stored
-checkpoint, moving the checkpoints past both. A run of such batches is committed after
-`IDLE_FLUSH_SECONDS` anyway, so the stored checkpoints (and a restart's catch-up) stay at most
-that far behind. A batch that does not continue the skipped ones is a gap as before.
+checkpoint, moving the checkpoints past both. A run of skipped batches is committed
+`IDLE_FLUSH_SECONDS` after it began if nothing else committed it, so the stored checkpoints
+(what `cloudnet status` shows, and where a restart catches up from) are at most that far
+behind. A batch that does not continue the skipped ones is a gap as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -48,14 +49,16 @@ if TYPE_CHECKING:
 IDLE_FLUSH_SECONDS = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
 class _Skipped:
-    """Batches skipped because they change nothing: the checkpoint before the first, the last
-    one's end, and when the first came."""
+    """Batches skipped because they change nothing: the checkpoint before the first, and the
+    last one (committing it moves the checkpoints past them all)."""
 
     previous: Checkpoint | None
-    last: Checkpoint
-    since: float
+    last: list[RecordedEvent]
 
 
 class _NotTogether(Exception):
@@ -84,6 +87,7 @@ class ProjectionGroup:
         self._turn = asyncio.Lock()
         self._waiting: list[_Delivery] = []
         self._skipped: _Skipped | None = None
+        self._flush: asyncio.Task[None] | None = None
 
     async def deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         """Apply a batch from the broker to every projection (see module); returns once it is
@@ -121,13 +125,32 @@ class ProjectionGroup:
 
     async def _deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         skipped, self._skipped = self._skipped, None
-        since = time.monotonic()
-        if skipped is not None and previous is not None and previous == skipped.last:
-            previous, since = skipped.previous, skipped.since  # the skipped changed nothing
-        if time.monotonic() - since < IDLE_FLUSH_SECONDS and self._changes_nothing(events):
+        continues = skipped is not None and previous == skipped.last[-1].checkpoint
+        if skipped is not None and continues:
+            previous = skipped.previous  # the skipped batches changed nothing
+        if self._changes_nothing(events):
             # Not measured either: the metrics follow the stored checkpoints.
-            self._skipped = _Skipped(previous, events[-1].checkpoint, since)
+            if skipped is not None and continues:
+                skipped.last, self._skipped = events, skipped
+            else:
+                self._skipped = _Skipped(previous, events)
+                self._flush = asyncio.create_task(self._flush_later(self._skipped))
             return
+        await self._commit(events, previous)
+
+    async def _flush_later(self, skipped: _Skipped) -> None:
+        """Commit a run of skipped batches that nothing committed in `IDLE_FLUSH_SECONDS`."""
+        await asyncio.sleep(IDLE_FLUSH_SECONDS)
+        async with self._turn:
+            if self._skipped is not skipped:  # committed, or followed by a gap
+                return
+            self._skipped = None
+            try:
+                await self._commit(skipped.last, skipped.previous)
+            except Exception as error:  # the next batch is then a gap, caught up from the store
+                log.warning("group %s could not commit its skipped batches: %s", self.name, error)
+
+    async def _commit(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         try:
             applied = await self._apply_together(events, previous)
         except (_NotTogether, BatchFailed, Poisoned):  # rolled back
