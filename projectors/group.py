@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from projectors.runtime import ProjectionRunner
 
 
-#: How long batches that change nothing may go without committing their checkpoints.
-IDLE_FLUSH_SECONDS = 1.0
+#: How long batches that change nothing may go without committing their checkpoints: at most
+#: 5 commits a second instead of one per batch, and a stored checkpoint 0.2 s behind at most.
+IDLE_FLUSH_SECONDS = 0.2
 
 
 log = logging.getLogger(__name__)
