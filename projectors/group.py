@@ -11,20 +11,11 @@ catch-ups stay per read model, and a poison event for one stops no other.
 Batches that queued up while one was applied (the projector is behind) are applied together
 when they follow each other (each one's `previous` is the last checkpoint of the one before):
 one transaction for all of them, so catching up costs fewer commits, not more.
-
-A batch that changes nothing in any of the group's projections (the provisioner is sent every
-network and subnet event and keeps none) is not committed at once: the group remembers that it
-skipped it, and the next batch that continues it is applied as if it followed the last stored
-checkpoint, moving the checkpoints past both. A run of skipped batches is committed
-`IDLE_FLUSH_SECONDS` after it began if nothing else committed it, so the stored checkpoints
-(what `cloudnet status` shows, and where a restart catches up from) are at most that far
-behind. A batch that does not continue the skipped ones is a gap as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,23 +34,6 @@ from projectors.runtime import (
 if TYPE_CHECKING:
     from events import Checkpoint, RecordedEvent
     from projectors.runtime import ProjectionRunner
-
-
-#: How long batches that change nothing may go without committing their checkpoints: at most
-#: 5 commits a second instead of one per batch, and a stored checkpoint 0.2 s behind at most.
-IDLE_FLUSH_SECONDS = 0.2
-
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True, eq=False)
-class _Skipped:
-    """Batches skipped because they change nothing: the checkpoint before the first, and the
-    last one (committing it moves the checkpoints past them all)."""
-
-    previous: Checkpoint | None
-    last: list[RecordedEvent]
 
 
 class _NotTogether(Exception):
@@ -87,8 +61,6 @@ class ProjectionGroup:
         # One batch at a time, in the order they came (asyncio.Lock wakes its waiters in order).
         self._turn = asyncio.Lock()
         self._waiting: list[_Delivery] = []
-        self._skipped: _Skipped | None = None
-        self._flush: asyncio.Task[None] | None = None
 
     async def deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         """Apply a batch from the broker to every projection (see module); returns once it is
@@ -125,33 +97,6 @@ class ProjectionGroup:
         return taken
 
     async def _deliver(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
-        skipped, self._skipped = self._skipped, None
-        continues = skipped is not None and previous == skipped.last[-1].checkpoint
-        if skipped is not None and continues:
-            previous = skipped.previous  # the skipped batches changed nothing
-        if self._changes_nothing(events):
-            # Not measured either: the metrics follow the stored checkpoints.
-            if skipped is not None and continues:
-                skipped.last, self._skipped = events, skipped
-            else:
-                self._skipped = _Skipped(previous, events)
-                self._flush = asyncio.create_task(self._flush_later(self._skipped))
-            return
-        await self._commit(events, previous)
-
-    async def _flush_later(self, skipped: _Skipped) -> None:
-        """Commit a run of skipped batches that nothing committed in `IDLE_FLUSH_SECONDS`."""
-        await asyncio.sleep(IDLE_FLUSH_SECONDS)
-        async with self._turn:
-            if self._skipped is not skipped:  # committed, or followed by a gap
-                return
-            self._skipped = None
-            try:
-                await self._commit(skipped.last, skipped.previous)
-            except Exception as error:  # the next batch is then a gap, caught up from the store
-                log.warning("group %s could not commit its skipped batches: %s", self.name, error)
-
-    async def _commit(self, events: list[RecordedEvent], previous: Checkpoint | None) -> None:
         try:
             applied = await self._apply_together(events, previous)
         except (_NotTogether, BatchFailed, Poisoned):  # rolled back
@@ -160,17 +105,6 @@ class ProjectionGroup:
             return
         for key, fresh in applied:
             measure(key, len(events), fresh, Outcome.APPLIED)
-
-    def _changes_nothing(self, events: list[RecordedEvent]) -> bool:
-        """True when no projection of the group has a statement for any of the events (an
-        event whose handler fails is left to the transaction, which dead-letters it). Event by
-        event: a batch of the read models' usually stops at its first."""
-        try:
-            return not any(
-                runner.projection.statements(event) for event in events for runner in self.runners
-            )
-        except Exception:
-            return False
 
     async def _apply_together(
         self, events: list[RecordedEvent], previous: Checkpoint | None

@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APPLIED = Counter(
-    "cloudnet_projection_events_applied_total",
-    "Events applied to a read model (not those of a batch that changed none of its group's).",
-    ["projection"],
+    "cloudnet_projection_events_applied_total", "Events applied to a read model.", ["projection"]
 )
 DUPLICATES = Counter(
     "cloudnet_projection_events_skipped_total",
