@@ -14,8 +14,9 @@ from infra.breakers import Breakers
 from infra.consul import register
 from infra.http.app import create_service_app
 from infra.settings import Settings
-from query_api import routes
+from query_api import read_models, routes
 from query_api.freshness import RecentFreshness
+from query_api.point_reads import PointReads
 
 
 async def init_read_connection(connection: asyncpg.Connection) -> None:
@@ -45,6 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
             connection_class=PooledConnection,
             timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
+        )
+        app.state.instance_reads = PointReads(
+            app.state.pool, read_models.INSTANCES_BY_ID, parallel=settings.db_pool_max
         )
         try:
             async with register(settings, "query_api", "api"):

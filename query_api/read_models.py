@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from query_api.pagination import decode_cursor, encode_cursor
+from query_api.point_reads import PointReads
 
 #: A page's items (rows, or their stored JSON documents as one array) and the next cursor.
 Page = tuple[list[dict[str, Any]] | orjson.Fragment, str | None]
@@ -118,12 +119,14 @@ async def list_instances(
     return orjson.Fragment(f"[{','.join(documents)}]"), next_cursor
 
 
+#: Instances by id for `PointReads` (query_api/point_reads.py): many GETs in one statement.
+INSTANCES_BY_ID = "SELECT id, tenant_id, doc FROM rm_instances WHERE id = ANY($1::uuid[])"
+
+
 async def get_instance(
-    pool: asyncpg.Pool, tenant_id: str, instance_id: uuid.UUID
+    reads: PointReads, tenant_id: str, instance_id: uuid.UUID
 ) -> orjson.Fragment | None:
-    document = await pool.fetchval(
-        "SELECT doc FROM rm_instances WHERE tenant_id = $1 AND id = $2", tenant_id, instance_id
-    )
+    document = await reads.get(tenant_id, str(instance_id))
     return None if document is None else orjson.Fragment(document)
 
 

@@ -151,6 +151,7 @@ async def _answer(
 
 
 Item = TypeVar("Item")
+Source = TypeVar("Source")
 
 
 def _uuid(value: str, kind: str) -> uuid.UUID:
@@ -202,21 +203,23 @@ async def network(lane: LaneRequest) -> JsonAnswer:
 async def _one(
     lane: LaneRequest,
     kind: str,
-    get: Callable[[Any, str, uuid.UUID], Awaitable[Item | None]],
+    get: Callable[[Source, str, uuid.UUID], Awaitable[Item | None]],
+    source: Source,
 ) -> JsonAnswer:
-    """One item of read model `<kind>s` by its `<kind>_id`: 404 if not the caller's."""
+    """One item of read model `<kind>s` by its `<kind>_id` from `source` (the pool, or the
+    batched point reads): 404 if not the caller's."""
     item_id = lane.path[f"{kind}_id"]
     uid = _uuid(item_id, kind)
-    pool, tenant = lane.state.pool, lane.principal.tenant
+    tenant = lane.principal.tenant
 
     async def read() -> Item:
-        return _found(await get(pool, tenant, uid), kind, item_id)
+        return _found(await get(source, tenant, uid), kind, item_id)
 
     return await _answer(lane, [f"{kind}s"], read)
 
 
 async def subnet(lane: LaneRequest) -> JsonAnswer:
-    return await _one(lane, "subnet", read_models.get_subnet)
+    return await _one(lane, "subnet", read_models.get_subnet, lane.state.pool)
 
 
 async def instances_page(lane: LaneRequest) -> JsonAnswer:
@@ -237,7 +240,7 @@ async def instances_page(lane: LaneRequest) -> JsonAnswer:
 
 
 async def instance(lane: LaneRequest) -> JsonAnswer:
-    return await _one(lane, "instance", read_models.get_instance)
+    return await _one(lane, "instance", read_models.get_instance, lane.state.instance_reads)
 
 
 async def activity_page(lane: LaneRequest) -> JsonAnswer:
