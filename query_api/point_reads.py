@@ -46,6 +46,11 @@ class PointReads:
             while self._waiting:
                 batch, self._waiting, self._starting = self._waiting, [], False
                 await self._read(batch)
+                # Let whoever the pool woke for the connection just released take it: asyncpg's
+                # pool is a queue a task that asks again at once takes it back from, and a
+                # freshness read starved that way held GETs up for seconds under overload
+                # (10,000 connections: p99 10.3 s, against 0.56 s without these batches).
+                await asyncio.sleep(0)
         finally:
             self._running -= 1
 
