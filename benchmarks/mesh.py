@@ -4,11 +4,17 @@ started here with `cloudnet up` (and stopped with `cloudnet down` when the bench
 A mesh started here gets a gateway rate limit high enough that the benchmark measures the
 services, not nginx's `limit_req` (DESIGN §4's 429 is per client address, and every benchmark
 client is 127.0.0.1); an existing mesh keeps its own limit, and the figures report it.
+
+A mesh started here also starts empty: `cloudnet down` keeps a mesh's data, and a state
+directory a benchmark made (it holds `MARKER`) is removed before the next one starts there, so
+one run's millions of events are not the next run's database (one bench directory had grown to
+4.2 GB). A directory a benchmark did not make is used as it is.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -35,6 +41,8 @@ BasePort = Annotated[int, typer.Option(help="Private ports of a mesh started her
 GatewayPort = Annotated[int, typer.Option(help="Gateway port of a mesh started here")]
 PrometheusPort = Annotated[int, typer.Option(help="Prometheus port of a mesh started here")]
 DEFAULT_STATE_DIR = Path("/tmp/cloudnet-bench-mesh")
+#: The file that says a benchmark made this state directory (and may remove it).
+MARKER = ".made-by-a-benchmark"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,11 @@ def running_mesh(options: MeshOptions, say: Callable[[str], None] = print) -> It
     state_dir = Path(env["CLOUDNET_STATE_DIR"])
     started = not _is_up(state_dir)
     if started:
+        if clear_state_dir(state_dir):
+            say(f"removed the data of the last benchmark mesh in {state_dir}")
+        if not state_dir.exists():  # made here, marked before `up` so a failed start is too
+            state_dir.mkdir(parents=True)
+            (state_dir / MARKER).touch()
         say(f"starting a mesh in {state_dir} (gateway :{env['CLOUDNET_GATEWAY_PORT']}) ...")
         subprocess.run([CLOUDNET, "up"], env=env, check=True, capture_output=True, timeout=300)
     try:
@@ -105,6 +118,14 @@ def running_mesh(options: MeshOptions, say: Callable[[str], None] = print) -> It
         if started:
             say("stopping the mesh started for this benchmark ...")
             subprocess.run([CLOUDNET, "down"], env=env, check=False, timeout=300)
+
+
+def clear_state_dir(state_dir: Path) -> bool:
+    """Remove a stopped mesh's state directory if a benchmark made it; True if it did."""
+    if not (state_dir / MARKER).is_file():
+        return False
+    shutil.rmtree(state_dir)
+    return True
 
 
 def _is_up(state_dir: Path) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import suite
+from benchmarks.mesh import MARKER, clear_state_dir
 
 
 def test_the_gateway_rows_pair_each_scenario_with_its_baseline() -> None:
@@ -40,3 +41,17 @@ def test_a_failed_step_is_reported_not_hidden(
     assert "old" not in text
     assert text.endswith("## Analysis\nkept\n")
     assert text.count(suite.BEGIN) == 1
+
+
+def test_a_benchmark_clears_only_a_state_directory_a_benchmark_made(tmp_path: Path) -> None:
+    made, own = tmp_path / "made", tmp_path / "own"
+    for directory in (made, own):
+        (directory / "postgres").mkdir(parents=True)
+        (directory / "postgres" / "PG_VERSION").write_text("15")
+    (made / MARKER).touch()
+
+    assert clear_state_dir(made)
+    assert not made.exists()
+    assert not clear_state_dir(own)
+    assert (own / "postgres" / "PG_VERSION").read_text() == "15"
+    assert not clear_state_dir(tmp_path / "missing")
