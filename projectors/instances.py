@@ -34,6 +34,10 @@ _STATE_AFTER = {
 }
 
 
+#: The columns `document_head` takes, in its order.
+_HEAD_COLUMNS = ("id", "name", "subnet_id", "network_id", "size", "ip", "created_at")
+
+
 def document_head(
     instance_id: UUID | str,
     name: str,
@@ -96,7 +100,7 @@ class InstancesProjection(VersionedTable):
     def statements(self, event: RecordedEvent) -> list[Statement]:
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
-            head = document_head(
+            head_fields = (
                 contract.instance_id,
                 contract.name,
                 contract.subnet_id,
@@ -105,21 +109,16 @@ class InstancesProjection(VersionedTable):
                 contract.ip,
                 event.recorded_at,
             )
+            head = document_head(*head_fields)
             tail = document_tail("pending", event.recorded_at, event.stream_version)
             return [
                 (
-                    f"""INSERT INTO {self.table} (id, tenant_id, name, subnet_id, network_id, size,
-                    ip, state, created_at, updated_at, version, last_position, doc_head, doc)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $9, $10, $11, $12)""",
+                    f"""INSERT INTO {self.table} ({", ".join(_HEAD_COLUMNS)}, updated_at,
+                    tenant_id, state, version, last_position, doc_head, doc)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 'pending', $9, $10, $11, $12)""",
                     (
-                        contract.instance_id,
+                        *head_fields,
                         event.tenant_id,
-                        contract.name,
-                        contract.subnet_id,
-                        contract.network_id,
-                        contract.size,
-                        contract.ip,
-                        event.recorded_at,
                         event.stream_version,
                         event.position,
                         head,
@@ -159,8 +158,7 @@ class InstancesProjection(VersionedTable):
             f"ALTER TABLE {self.table} ADD COLUMN doc_head text, ADD COLUMN doc text"
         )
         rows = await connection.fetch(
-            f"SELECT id, name, subnet_id, network_id, size, ip, state, created_at, updated_at, "
-            f"version FROM {self.table}"
+            f"SELECT {', '.join(_HEAD_COLUMNS)}, state, updated_at, version FROM {self.table}"
         )
         await connection.executemany(
             f"UPDATE {self.table} SET doc_head = $2, doc = $2 || $3 WHERE id = $1",
@@ -174,13 +172,5 @@ class InstancesProjection(VersionedTable):
 
 
 def _documents(row: Any) -> tuple[Any, str, str]:
-    head = document_head(
-        row["id"],
-        row["name"],
-        row["subnet_id"],
-        row["network_id"],
-        row["size"],
-        row["ip"],
-        row["created_at"],
-    )
+    head = document_head(*(row[column] for column in _HEAD_COLUMNS))
     return row["id"], head, document_tail(row["state"], row["updated_at"], row["version"])

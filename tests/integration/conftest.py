@@ -46,17 +46,39 @@ def run_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(scope="session")
-async def database_url(run_id: str) -> AsyncIterator[str]:
-    name = f"cloudnet_test_{run_id}"
+@contextlib.asynccontextmanager
+async def migrated_database(name: str) -> AsyncIterator[str]:
+    """A database of this name, migrated, dropped when the block ends: its URL."""
     url = f"{POSTGRES}/{name}"
     await migrate(url)
-    yield url
-    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield url
     finally:
-        await connection.close()
+        connection = await asyncpg.connect(f"{POSTGRES}/postgres")
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(run_id: str) -> AsyncIterator[str]:
+    async with migrated_database(f"cloudnet_test_{run_id}") as url:
+        yield url
+
+
+@pytest.fixture
+async def own_database(run_id: str) -> AsyncIterator[str]:
+    """A database of the test's own: no relay or projector of the session applies its events."""
+    async with migrated_database(f"cloudnet_test_{run_id}_{uuid.uuid4().hex[:6]}") as url:
+        yield url
+
+
+@pytest.fixture
+async def own_store(own_database: str) -> AsyncIterator[EventStore]:
+    store = await EventStore.connect(own_database, min_size=1, max_size=4)
+    yield store
+    await store.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,9 @@ older cloudnet gets its documents on migrate (real PostgreSQL, a database of eac
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import orjson
-import pytest
 
 from events import EventStore, ExpectedVersion
 from events.contracts import (
@@ -22,32 +19,12 @@ from events.contracts import (
 )
 from infra.database import migrate
 from projectors.instances import InstancesProjection
-from tests.integration.conftest import POSTGRES
 
 #: The answer as the query service rendered it from the columns before the documents.
 COLUMNS = (
     "SELECT id::text, name, subnet_id::text, network_id::text, size, ip, state, created_at, "
     "updated_at, version FROM rm_instances WHERE id = $1"
 )
-
-
-@pytest.fixture
-async def own_database(run_id: str) -> AsyncIterator[str]:
-    name = f"cloudnet_test_{run_id}_{uuid.uuid4().hex[:6]}"
-    await migrate(f"{POSTGRES}/{name}")
-    yield f"{POSTGRES}/{name}"
-    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def own_store(own_database: str) -> AsyncIterator[EventStore]:
-    store = await EventStore.connect(own_database, min_size=1, max_size=2)
-    yield store
-    await store.close()
 
 
 async def project(store: EventStore, instance: uuid.UUID, *events: DomainEvent) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
-import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
 
@@ -25,30 +23,14 @@ from events.contracts import (
     SubnetCreated,
     to_new_event,
 )
-from infra.database import migrate
 from infra.settings import Settings
 from projectors import dead_letters
 from projectors.catalog import READ_MODELS, READ_MODELS_GROUP
 from projectors.consumer import delete_queues, queue_name
 from projectors.group import ProjectionGroup
 from projectors.runtime import APPLIED, DUPLICATES, HALTED, LiveProjection, Outcome
-from tests.integration.conftest import POSTGRES
 
 KEYS = ["instances_v1", "networks_v1", "subnets_v1"]
-
-
-@pytest.fixture
-async def own_store(run_id: str) -> AsyncIterator[EventStore]:
-    name = f"cloudnet_test_{run_id}_{uuid.uuid4().hex[:6]}"
-    await migrate(f"{POSTGRES}/{name}")
-    store = await EventStore.connect(f"{POSTGRES}/{name}", min_size=1, max_size=4)
-    yield store
-    await store.close()
-    connection = await asyncpg.connect(f"{POSTGRES}/postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
