@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
+from events.groups import AppendGroups
 from events.model import (
     ORIGIN,
     AppendResult,
@@ -207,6 +208,9 @@ class EventStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._groups = AppendGroups(
+            pool, pool.get_max_size(), self._append_alone, self.signal_appended
+        )
         self._signal_task: asyncio.Task[None] | None = None
         self._signal_again = False
 
@@ -276,13 +280,10 @@ class EventStore:
         is written and `IdempotencyKeyReused` carries the stored answer.
         """
         appends = list(appends)
-        if len(appends) == 1 and (idempotency is None or answer is None):
-            # One stream and nothing else to record: its one statement is its own transaction,
-            # which saves the BEGIN and COMMIT round trips (docs/BENCHMARKS.md).
-            async with self.pool.acquire() as connection:
-                results = [await self._append_on(connection, *appends[0])]
-            self.signal_appended()
-            return results
+        if idempotency is None or answer is None:
+            # Nothing else to record: one statement, shared with the commands that wait for a
+            # connection meanwhile (events/groups.py).
+            return await self._groups.append(appends)
         async with self.pool.acquire() as connection, connection.transaction():
             results = await self.append_many_on(connection, appends)
             if idempotency is not None and answer is not None:
@@ -294,6 +295,13 @@ class EventStore:
                         raise IdempotencyKeyReused(existing)
         self.signal_appended()
         return results
+
+    async def _append_alone(
+        self, append: tuple[str, Sequence[NewEvent], ExpectedVersion | int]
+    ) -> AppendResult:
+        # Its one statement is its own transaction: no BEGIN and COMMIT round trips.
+        async with self.pool.acquire() as connection:
+            return await self._append_on(connection, *append)
 
     async def idempotent_answer(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
         """The answer stored under `key` for `tenant_id` in the last 24 h, if any."""
@@ -398,7 +406,7 @@ class EventStore:
             self._signal_again = False
             try:
                 await self.pool.execute("SELECT pg_notify($1, '')", APPENDED_CHANNEL)
-            except (asyncpg.PostgresError, OSError):
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 return  # readers poll as well; a lost wake-up only costs latency
             # Appends made meanwhile share the next wake-up: at most one NOTIFY per ms.
             await asyncio.sleep(0.001)
