@@ -3,13 +3,15 @@ the other must take into account, although it decides on cached state first."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from ipaddress import IPv4Address
 
 import httpx
 import pytest
 
 from command_api.app import create_app as create_command_app
-from command_api.metrics import AGGREGATE_LOADS
+from command_api.metrics import AGGREGATE_LOADS, CONFLICTS
 from infra.settings import Settings
 from tests.integration.conftest import asgi_client, network_and_subnet
 
@@ -129,3 +131,31 @@ async def test_a_stream_written_elsewhere_is_read_until_it_is_quiet_again(
     assert stale == {"cached": 1, "stale": 1, "tail": 1, "read": 0}
     assert await launch_through(command_client) == {"cached": 0, "stale": 0, "tail": 1, "read": 0}
     assert await launch_through(command_client) == {"cached": 1, "stale": 0, "tail": 0, "read": 0}
+
+
+async def test_racing_launches_in_one_service_take_turns_instead_of_conflicting(
+    command_client: httpx.AsyncClient, tenant: str, token_for: Callable[..., str]
+) -> None:
+    """Launches on one subnet in one process wait for each other's commit, then decide on the
+    cached subnet: no append of theirs fails, and nothing is read again."""
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    await command_client.post("/v1/instances", json=launch(subnet_id), headers=auth)  # cached
+    before, conflicts = loads(), CONFLICTS._value.get()
+    launched = await asyncio.gather(
+        *(
+            command_client.post("/v1/instances", json=launch(subnet_id), headers=auth)
+            for _ in range(16)
+        )
+    )
+    assert [response.status_code for response in launched] == [201] * 16
+    assert sorted(IPv4Address(response.json()["ip"]) for response in launched) == [
+        IPv4Address(f"10.0.0.{n}") for n in range(5, 21)
+    ]
+    after = loads()
+    assert (after["stale"], after["tail"], after["read"]) == (
+        before["stale"],
+        before["tail"],
+        before["read"],
+    )
+    assert CONFLICTS._value.get() == conflicts
