@@ -27,13 +27,18 @@ RATE_LIMIT = 20  # requests/s per client, burst 40
 
 
 class Instance(BaseHTTPRequestHandler):
-    """Answers with the upstream it belongs to, so a test sees where nginx sent the request."""
+    """Answers with the upstream and the program it stands in for, so a test sees where nginx
+    sent the request."""
 
     protocol_version = "HTTP/1.1"
 
     def answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"upstream": self.server.upstream}).encode()  # type: ignore[attr-defined]
+        server: StandIn = self.server  # type: ignore[assignment]
+        if server.stopped:  # a connection nginx kept open: it dies with the instance
+            self.close_connection = True
+            return
+        body = json.dumps({"upstream": server.upstream, "program": server.program}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -56,13 +61,21 @@ class Instance(BaseHTTPRequestHandler):
 class StandIn(ThreadingHTTPServer):
     # The default backlog (5) refuses connections when the gateway opens dozens at once.
     request_queue_size = 512
+    upstream = program = ""
+    stopped = False
 
 
-def serve(port: int, upstream: str) -> ThreadingHTTPServer:
+def serve(port: int, upstream: str, program: str) -> ThreadingHTTPServer:
     server = StandIn(("127.0.0.1", port), Instance)
-    server.upstream = upstream  # type: ignore[attr-defined]
+    server.upstream, server.program = upstream, program
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def stop(server: ThreadingHTTPServer) -> None:
+    server.stopped = True  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
 
 
 @dataclass
@@ -88,7 +101,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     running = Gateway(
         url=layout.gateway_url,
         instances={
-            spec.name: serve(spec.ports[0], str(spec.upstream))
+            spec.name: serve(spec.ports[0], str(spec.upstream), spec.name)
             for spec in specs
             if spec.name != "query-2"
         },
@@ -139,7 +152,7 @@ def test_reads_go_to_queries_and_everything_else_to_commands(
         response = httpx.request(method, f"{gateway.url}/v1/networks/n-1", timeout=5)
         assert response.status_code == 200
         if method != "HEAD":
-            assert response.json() == {"upstream": upstream}
+            assert response.json()["upstream"] == upstream
 
 
 def test_internal_paths_are_a_404_problem_for_any_method(gateway: Gateway) -> None:
@@ -147,17 +160,53 @@ def test_internal_paths_are_a_404_problem_for_any_method(gateway: Gateway) -> No
         problem(httpx.request(method, f"{gateway.url}/internal/x", timeout=5), 404)
 
 
+def test_a_clients_writes_go_to_one_command_instance_and_on_when_it_is_down(
+    gateway: Gateway,
+) -> None:
+    """By token: one writer per tenant's aggregates (no two instances racing on a subnet). A
+    client of its own address, so the other tests keep their rate-limit bucket."""
+    client = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=5)
+
+    def writer(token: str) -> str:
+        response = client.post(
+            f"{gateway.url}/v1/networks", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["program"])
+
+    with client:
+        writers = {token: {writer(token), writer(token)} for token in map(str, range(8))}
+        assert all(len(programs) == 1 for programs in writers.values()), writers
+        assert set.union(*writers.values()) == {"command-1", "command-2"}
+        token, (program,) = next(iter(writers.items()))
+        stop(gateway.instances.pop(program))
+        try:
+            # Writes are never sent again (they may have been applied): the dead instance
+            # answers them with 502 until nginx counts it down (max_fails=2).
+            statuses: list[int] = []
+            while len(statuses) < 10 and 200 not in statuses:
+                answer = client.post(
+                    f"{gateway.url}/v1/networks",
+                    json={},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                statuses.append(answer.status_code)
+            assert set(statuses[:-1]) <= {502}, statuses
+            assert answer.status_code == 200, statuses
+            assert answer.json()["program"] != program
+        finally:
+            gateway.instances[program] = serve(gateway.ports[program], "command_api", program)
+
+
 def test_writes_with_no_live_command_instance_are_a_502_problem(gateway: Gateway) -> None:
     for name in ("command-1", "command-2"):
-        server = gateway.instances.pop(name)
-        server.shutdown()
-        server.server_close()
+        stop(gateway.instances.pop(name))
     try:
         problem(httpx.post(f"{gateway.url}/v1/networks", json={}, timeout=5), 502)
         assert httpx.get(f"{gateway.url}/v1/networks", timeout=5).status_code == 200
     finally:
         for name in ("command-1", "command-2"):
-            gateway.instances[name] = serve(gateway.ports[name], "command_api")
+            gateway.instances[name] = serve(gateway.ports[name], "command_api", name)
 
 
 async def test_a_client_over_the_rate_limit_gets_429_problems(gateway: Gateway) -> None:
