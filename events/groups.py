@@ -10,8 +10,9 @@ and the others commit. The outcome is what the commands one after another would 
 command that appends to a stream an earlier command of the group moved sees it moved.
 
 A command alone on one stream runs the store's single statement (cheaper than the function).
-If a group's statement fails for another reason (a duplicate event id, a lost connection), none
-of it committed, and its commands run again one by one, so only the culprit fails.
+If PostgreSQL refuses a group's statement for another reason (a duplicate event id), none of it
+committed, and its commands run again one by one, so only the culprit fails; if the connection
+is lost instead, the outcome is unknown and every command of the group gets that error.
 
 Hand-written: no maintained library groups asyncpg writes this way.
 """
@@ -163,9 +164,17 @@ class AppendGroups:
             commands = [appends for appends, _ in group]
             try:
                 rows = await self.pool.fetch(_APPEND_GROUP, *group_arguments(commands))
-            except Exception:  # nothing of it committed: each command alone finds the culprit
+            except asyncpg.PostgresError:
+                # The statement failed, so nothing of it committed: each command alone finds
+                # the culprit. (A lost connection or a timeout is not such an answer: the group
+                # may have committed, so its commands fail with that error, as one would alone.)
                 for appends, done in group:
                     await self._alone(appends, done)
+                return
+            except Exception as error:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(error)
                 return
             self.committed()
             for (_, done), outcome in zip(group, group_outcomes(commands, rows), strict=True):
