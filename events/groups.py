@@ -7,7 +7,8 @@ When every connection is busy, commands queue up, and the next statement carries
 round trip, one transaction and one WAL flush for the group (`append_group`, migration 0003),
 each command in a block of its own, so a command whose expectation fails leaves nothing behind
 and the others commit. The outcome is what the commands one after another would have had: a
-command that appends to a stream an earlier command of the group moved sees it moved.
+command that appends to a stream an earlier command of the group moved sees it moved. The
+queueing is infra/batches.py's, as for the query service's GETs by id.
 
 A command alone on one stream runs the store's single statement (cheaper than the function).
 If PostgreSQL refuses a group's statement for another reason (a duplicate event id), none of it
@@ -27,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from events.model import AppendResult, ConcurrencyError, ExpectedVersion, NewEvent
+from infra.batches import WaitingBatches
 
 #: Events for one stream, if it is at the expected version.
 Append = tuple[str, Sequence[NewEvent], ExpectedVersion | int]
@@ -118,12 +120,10 @@ class AppendGroups:
     def __init__(
         self, pool: asyncpg.Pool, parallel: int, alone: AppendAlone, committed: Callable[[], None]
     ) -> None:
-        self.pool, self.parallel, self.alone, self.committed = pool, parallel, alone, committed
-        self._waiting: list[tuple[Appends, Done]] = []
-        self._running = 0
-        #: A task was started and has not taken the queue yet: it will take a new command too.
-        self._starting = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.pool, self.alone, self.committed = pool, alone, committed
+        self._batches: WaitingBatches[tuple[Appends, Done]] = WaitingBatches(
+            self._commit, parallel, largest=MAX_GROUP
+        )
 
     async def append(self, appends: Appends) -> list[AppendResult]:
         """Commit one command's appends, all or nothing; `ConcurrencyError` when they fail."""
@@ -134,27 +134,8 @@ class AppendGroups:
         if not appends:
             return []
         done: Done = asyncio.get_running_loop().create_future()
-        self._waiting.append((appends, done))
-        if not self._starting and self._running < self.parallel:
-            self._running, self._starting = self._running + 1, True
-            task = asyncio.create_task(self._run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._batches.add((appends, done))
         return await done
-
-    async def _run(self) -> None:
-        try:
-            while self._waiting:
-                group = self._waiting[:MAX_GROUP]
-                del self._waiting[:MAX_GROUP]
-                self._starting = False
-                await self._commit(group)
-                # Let the task the pool woke for the released connection take it (see
-                # query_api/point_reads.py: asyncpg's pool lets a task that asks again at once
-                # take it back, which starved other readers of the pool).
-                await asyncio.sleep(0)
-        finally:
-            self._running -= 1
 
     async def _commit(self, group: list[tuple[Appends, Done]]) -> None:
         try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from events.groups import AppendGroups
+from events.groups import Append, AppendGroups
 from events.model import (
     ORIGIN,
     AppendResult,
@@ -296,9 +296,7 @@ class EventStore:
         self.signal_appended()
         return results
 
-    async def _append_alone(
-        self, append: tuple[str, Sequence[NewEvent], ExpectedVersion | int]
-    ) -> AppendResult:
+    async def _append_alone(self, append: Append) -> AppendResult:
         # Its one statement is its own transaction: no BEGIN and COMMIT round trips.
         async with self.pool.acquire() as connection:
             return await self._append_on(connection, *append)
