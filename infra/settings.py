@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     exchange: str = "cloudnet.events"
     relay_batch_size: int = 500
     relay_idle_poll_max_seconds: float = 0.1
-    #: After publishing a partial batch the relay waits this long before reading the next, so
-    #: that under load batches gather several events (fewer messages, fewer projector commits).
-    relay_linger_seconds: float = 0.005
+    #: After publishing a partial batch of 4 or more events the relay waits 1 ms per event, at
+    #: most this long, before reading the next, so that under load batches gather many events
+    #: (fewer messages, fewer projector commits; `events.relay.tail.linger_after`).
+    relay_linger_seconds: float = 0.02
 
     #: How long a GET with X-Min-Position waits for the read model before answering 504.
     min_position_timeout_seconds: float = 5.0

@@ -43,11 +43,22 @@ CHECKPOINT_TIMESTAMP = Gauge(
 FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed and were retried.")
 
 
-#: The smallest batch after which the relay lingers (see `_tail`). At 1,100-1,200 commands/s the
-#: linger raised commands/s by 8-12 %; at 200 commands/s, with batches of one or two events, it
-#: can only delay them (the visibility runs were too noisy to show by how much;
-#: docs/BENCHMARKS.md).
+#: The smallest batch after which the relay lingers (see `_tail`). At 200 commands/s batches hold
+#: one or two events, and a wait could only delay them.
 LINGER_FROM = 4
+#: How long the relay lingers per event of the batch it just published, up to its `linger`: the
+#: busier the stream of commands, the longer it gathers the next batch. Measured with wrk
+#: (`POST /v1/networks`): a flat 5 ms gave batches of 13 events and cost the relay, RabbitMQ,
+#: the projector and the provisioner 0.86-0.97 ms of CPU per command; up to 20 ms gave 25
+#: events and 0.58-0.61 ms (docs/BENCHMARKS.md, seventh session).
+LINGER_PER_EVENT = 0.001
+
+
+def linger_after(published: int, ceiling: float) -> float:
+    """Seconds to wait after publishing a partial batch of `published` events."""
+    if published < LINGER_FROM:
+        return 0.0
+    return min(ceiling, published * LINGER_PER_EVENT)
 
 
 class Relay:
@@ -123,12 +134,11 @@ class Relay:
                 idle = 0.001
                 if len(batch) == self.batch_size:
                     continue
-                if self.linger and len(batch) >= LINGER_FROM:
+                if pause := linger_after(len(batch), self.linger):
                     # Under a heavy stream of commands each pass would publish a few events;
-                    # waiting a few ms lets the next batch gather more, and every message costs
-                    # the broker, each consumer and each projection's commit. Under a light one
-                    # (a batch of one or two) the wait would only add to every event's lag.
-                    await asyncio.sleep(self.linger)
+                    # waiting lets the next batch gather more, and every message costs the
+                    # broker, each consumer and each projection's commit.
+                    await asyncio.sleep(pause)
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
