@@ -48,9 +48,9 @@ FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed an
 LINGER_FROM = 4
 #: How long the relay lingers per event of the batch it just published, up to its `linger`: the
 #: busier the stream of commands, the longer it gathers the next batch. Measured with wrk
-#: (`POST /v1/networks`): a flat 5 ms gave batches of 13 events and cost the relay, RabbitMQ,
-#: the projector and the provisioner 0.86-0.97 ms of CPU per command; up to 20 ms gave 25
-#: events and 0.58-0.61 ms (docs/BENCHMARKS.md, seventh session).
+#: (`POST /v1/networks`, alternating): a flat 5 ms gave batches of 12 events, and the relay,
+#: RabbitMQ, the projector and the provisioner spent 1.10-1.22 ms of CPU per command; this rule
+#: gave 17-19 events and 0.78-0.83 ms (docs/BENCHMARKS.md, seventh session).
 LINGER_PER_EVENT = 0.001
 
 
