@@ -50,6 +50,11 @@ WHERE instance_id = $1
 
 
 class BootLoop:
+    """Keeps up to `batch` boots in flight: each boot that ends frees its place for the next due
+    one. Boots used to go in rounds of `batch`, each round waiting for its slowest call; after a
+    burst of launches under load that drained the backlog at the pace of the slowest calls
+    (docs/BENCHMARKS.md, seventh session)."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -61,39 +66,77 @@ class BootLoop:
         self.pool, self.boots, self.client = pool, boots, client
         self.idle_seconds, self.batch = idle_seconds, batch
         self._next_count = 0.0
+        self._settled: list[uuid.UUID] = []  # booted or refused, their rows not yet removed
 
     async def run(self) -> None:
-        while True:
-            try:
-                booted = await self.boot_due()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-                log.warning("boot pass failed: %s", error)
-                booted = 0
-            if not booted:
-                await asyncio.sleep(self.idle_seconds)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                claimed = 0
+                if len(running) < self.batch:
+                    try:
+                        rows = await self._claim(self.batch - len(running))
+                    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+                        log.warning("boot pass failed: %s", error)
+                        rows = []
+                    for row in rows:
+                        task = asyncio.create_task(self._boot_and_settle(row))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    claimed = len(rows)
+                if claimed and len(running) < self.batch:
+                    continue  # more may be due
+                if running:  # a place frees up when a boot ends (or look again after a while)
+                    await asyncio.wait(
+                        running, timeout=self.idle_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    await asyncio.sleep(self.idle_seconds)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def boot_due(self) -> int:
-        """Boot every due instance once; returns how many were handled."""
+        """Boot the due instances once, up to `batch` of them; returns how many were handled."""
+        rows = await self._claim(self.batch)
+        await asyncio.gather(*(self._boot_and_settle(row) for row in rows))
+        await self._remove_settled()
+        return len(rows)
+
+    async def _claim(self, limit: int) -> list[asyncpg.Record]:
         table = self.boots.table
+        await self._remove_settled()
         if time.monotonic() >= self._next_count:  # the gauge, not every idle pass of the loop
             PENDING.set(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
             self._next_count = time.monotonic() + 1.0
-        rows = await self.pool.fetch(_CLAIM.format(table=table), self.batch)
-        # The claimed boots run concurrently (one HTTP call each, at most `batch` at once):
-        # one at a time, a burst of launches drained at ~25 boots/s (docs/BENCHMARKS.md).
-        outcomes = await asyncio.gather(*(self._traced_boot(row) for row in rows))
-        finished = []
-        for row, outcome in zip(rows, outcomes, strict=True):
-            BOOTED.labels(outcome).inc()
-            if outcome == "retry":
-                await self.pool.execute(_BACK_OFF.format(table=table), row["instance_id"])
-            else:
-                finished.append(row["instance_id"])
-        if finished:
+        return list(await self.pool.fetch(_CLAIM.format(table=table), limit))
+
+    async def _boot_and_settle(self, row: asyncpg.Record) -> None:
+        """One boot, then its row: removed (with the others settled meanwhile, in one statement)
+        when done or refused, due later when worth a retry. A process that dies before the row
+        is removed leaves the lease to expire, and the boot runs again (marking a running
+        instance running changes nothing)."""
+        try:
+            outcome = await self._traced_boot(row)
+        except Exception:  # a bug, not a failed call: keep booting the others, retry this one
+            log.exception("boot of %s failed", row["instance_id"])
+            outcome = "retry"
+        BOOTED.labels(outcome).inc()
+        if outcome != "retry":
+            self._settled.append(row["instance_id"])
+            return
+        try:
+            await self.pool.execute(_BACK_OFF.format(table=self.boots.table), row["instance_id"])
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+            log.warning("boot of %s not deferred: %s", row["instance_id"], error)
+
+    async def _remove_settled(self) -> None:
+        settled, self._settled = self._settled, []
+        if settled:
             await self.pool.execute(
-                f"DELETE FROM {table} WHERE instance_id = ANY($1::uuid[])", finished
+                f"DELETE FROM {self.boots.table} WHERE instance_id = ANY($1::uuid[])", settled
             )
-        return len(rows)
 
     async def _traced_boot(self, row: asyncpg.Record) -> str:
         # The boot continues the trace of the launch that asked for it.

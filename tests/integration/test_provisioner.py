@@ -178,3 +178,45 @@ async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
         assert await alive.boot_due() >= 1
     assert await _started(store, instance_id)
     assert BREAKER_STATE.labels(COMMAND_SERVICE)._value.get() == 0  # closed again
+
+
+class _OneSlowBoot:
+    """Stands in for the command service client: one instance's boot hangs until released."""
+
+    def __init__(self, slow: uuid.UUID) -> None:
+        self.slow, self.release, self.booted = slow, asyncio.Event(), set[uuid.UUID]()
+
+    async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
+        if instance_id == self.slow:
+            await self.release.wait()
+        self.booted.add(instance_id)
+
+
+async def test_a_slow_boot_does_not_hold_back_the_boots_due_after_it(own_store: EventStore) -> None:
+    boots = PendingBoots(boot_delay_seconds=0.0)
+    async with own_store.pool.acquire() as connection:
+        for statement in boots.create_tables():
+            await connection.execute(statement)
+    ids = [uuid.uuid4() for _ in range(6)]
+    for n, instance_id in enumerate(ids):  # the slow one is due first
+        await own_store.pool.execute(
+            f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
+            "VALUES ($1, 'acme', now() - make_interval(secs => $2))",
+            instance_id,
+            float(10 - n),
+        )
+    client = _OneSlowBoot(slow=ids[0])
+    loop = BootLoop(own_store.pool, boots, client, idle_seconds=0.02, batch=2)  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    try:
+        # With two places and one held by the slow boot, the other five go through the second.
+        await wait_until(lambda: client.booted == set(ids[1:]), seconds=5)
+        client.release.set()
+        await wait_until(lambda: client.booted == set(ids), seconds=5)
+        await wait_until(  # each settled boot removed its own row
+            lambda: own_store.pool.fetchval(f"SELECT count(*) = 0 FROM {boots.table}"), seconds=5
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
