@@ -48,7 +48,8 @@ $(UV):
 
 # --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on this machine) Python never caches
 # what it compiles, so without it every process compiled its ~550 imported modules at start
-# (importing the command service: 2.96 s of CPU without, 1.38 s with; docs/BENCHMARKS.md).
+# (importing the command service in a fresh venv: 3.2 s of CPU without, 1.6 s with;
+# docs/BENCHMARKS.md).
 $(VENV)/.synced: $(UV) uv.lock pyproject.toml
 	$(UV) sync --frozen --compile-bytecode
 	touch $@

@@ -79,6 +79,8 @@ class CommandServiceClient:
             subject="provisioner",
             ttl_seconds=self.TOKEN_TTL_SECONDS,
         )
+        if len(self._tokens) >= 1024:  # only the tenants booted in the last half lifetime stay
+            self._tokens = {t: kept for t, kept in self._tokens.items() if now < kept[1]}
         self._tokens[tenant_id] = (token, now + self.TOKEN_TTL_SECONDS / 2)
         return token
 

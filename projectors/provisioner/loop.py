@@ -51,9 +51,9 @@ WHERE instance_id = $1
 
 class BootLoop:
     """Keeps up to `batch` boots in flight: each boot that ends frees its place for the next due
-    one. Boots used to go in rounds of `batch`, each round waiting for its slowest call; after a
-    burst of launches under load that drained the backlog at the pace of the slowest calls
-    (docs/BENCHMARKS.md, seventh session)."""
+    one. Boots used to go in rounds of `batch`, each round waiting for its slowest call, so one
+    hung call held back every other boot for up to its retries' timeouts (docs/BENCHMARKS.md,
+    seventh session)."""
 
     def __init__(
         self,

@@ -41,3 +41,15 @@ def test_a_token_past_half_its_lifetime_is_signed_anew(
     assert client.token("acme") == first
     now[0] += 2
     assert client.token("acme") != first
+
+
+def test_tokens_past_their_time_are_dropped_once_many_tenants_were_seen(
+    client: CommandServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(command_client.time, "monotonic", lambda: now[0])
+    for n in range(1024):
+        client.token(f"old-{n}")
+    now[0] += CommandServiceClient.TOKEN_TTL_SECONDS  # every one of them is past its time
+    client.token("new")
+    assert list(client._tokens) == ["new"]
