@@ -60,13 +60,12 @@ def expectation_code(expected: ExpectedVersion | int) -> int:
 
 
 def group_arguments(commands: Sequence[Appends]) -> list[list[Any]]:
-    """`append_group`'s nine arrays for `commands`, in order."""
+    """`append_group`'s nine arrays for `commands`, in order (`AppendGroups.append` checked
+    them)."""
     columns: list[list[Any]] = [[] for _ in range(9)]
     entry_commands, stream_ids, expectations, counts, ids, types, versions, data, metadata = columns
     for number, appends in enumerate(commands, start=1):
         for stream_id, events, expected in appends:
-            if not events:
-                raise ValueError("append needs at least one event")
             entry_commands.append(number)
             stream_ids.append(stream_id)
             expectations.append(expectation_code(expected))

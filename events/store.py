@@ -286,13 +286,12 @@ class EventStore:
             return await self._groups.append(appends)
         async with self.pool.acquire() as connection, connection.transaction():
             results = await self.append_many_on(connection, appends)
-            if idempotency is not None and answer is not None:
-                status, body = answer(results)
-                saved = await connection.fetchval(_SAVE_IDEMPOTENCY, *idempotency, status, body)
-                if not saved:
-                    existing = await self._find_idempotency(connection, *idempotency[:2])
-                    if existing is not None:
-                        raise IdempotencyKeyReused(existing)
+            status, body = answer(results)
+            saved = await connection.fetchval(_SAVE_IDEMPOTENCY, *idempotency, status, body)
+            if not saved:
+                existing = await self._find_idempotency(connection, *idempotency[:2])
+                if existing is not None:
+                    raise IdempotencyKeyReused(existing)
         self.signal_appended()
         return results
 
