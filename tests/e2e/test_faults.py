@@ -168,13 +168,27 @@ async def test_postgresql_restart_under_write_load(broken: Mesh) -> None:
     report("PostgreSQL stopped 3 s and restarted under write load", load, while_down=dict(down))
 
 
-async def test_sigkilled_relay_leader_hands_over_to_the_standby(broken: Mesh) -> None:
+async def relay_leader(mesh: Mesh) -> str:
+    """The relay that leads, once one does. After an outage (the PostgreSQL restart before this
+    test) each relay waits a second before it tries for leadership again, so for a moment both
+    can be standbys; more than one leader is never right."""
+    deadline = time.monotonic() + 30
     async with httpx.AsyncClient(timeout=10) as client:
-        roles = {}
-        for name in broken.pids("relay"):
-            health = await client.get(f"http://127.0.0.1:{broken.port_of(name)}/health")
-            roles[name] = health.json()["role"]
-    [leader] = [name for name, role in roles.items() if role == "leader"]
+        while True:
+            roles = {}
+            for name in mesh.pids("relay"):
+                health = await client.get(f"http://127.0.0.1:{mesh.port_of(name)}/health")
+                roles[name] = health.json()["role"]
+            leaders = [name for name, role in roles.items() if role == "leader"]
+            assert len(leaders) <= 1, roles
+            if leaders:
+                return leaders[0]
+            assert time.monotonic() < deadline, f"no relay leads: {roles}"
+            await asyncio.sleep(0.2)
+
+
+async def test_sigkilled_relay_leader_hands_over_to_the_standby(broken: Mesh) -> None:
+    leader = await relay_leader(broken)
     async with WriteLoad(broken, clients=2) as load:
         await load.during(0.5)
         os.kill(broken.pids(leader)[leader], signal.SIGKILL)
