@@ -9,6 +9,7 @@ an aiohttp one 0.09-0.12 ms, and a launch costs one such call (docs/BENCHMARKS.m
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -16,6 +17,7 @@ import aiohttp
 from opentelemetry import propagate
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -46,6 +48,19 @@ class TransientFailure(Exception):
 
 class PermanentFailure(Exception):
     """The command service refused for good (4xx other than 429): stop trying this boot."""
+
+
+#: Failures worth another try.
+RETRYABLE = (TransientFailure, *TRANSPORT_ERRORS)
+#: The pause before each retry: 50 ms, then doubling up to 1 s, each with up to 1 s of jitter.
+#: tenacity waits only between its own attempts, and its n-th attempt is the boot's (n+1)-th.
+FIRST_RETRY_WAIT = wait_exponential_jitter(multiplier=0.05, max=1.0)
+LATER_RETRY_WAIT = wait_exponential_jitter(multiplier=0.1, max=1.0)
+
+
+async def _wait_before_first_retry(state: RetryCallState) -> None:
+    if state.attempt_number == 1:
+        await asyncio.sleep(FIRST_RETRY_WAIT(state))
 
 
 class CommandServiceClient:
@@ -87,15 +102,26 @@ class CommandServiceClient:
     async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
         headers = {"Authorization": f"Bearer {self.token(tenant_id)}"}
         propagate.inject(headers)  # the command service continues this trace
+        path = f"/internal/instances/{instance_id}/running"
+        # Almost every boot is one call that succeeds: tenacity's machinery cost each of them
+        # about as much CPU as the HTTP call itself (docs/BENCHMARKS.md, eighth session), so it
+        # takes over only after a first failure worth another try.
+        try:
+            await self._call(path, headers)
+            return
+        except RETRYABLE:
+            if self.attempts == 1:
+                raise
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((TransientFailure, *TRANSPORT_ERRORS)),
-            wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
-            stop=stop_after_attempt(self.attempts),
+            retry=retry_if_exception_type(RETRYABLE),
+            wait=LATER_RETRY_WAIT,
+            stop=stop_after_attempt(self.attempts - 1),
+            before=_wait_before_first_retry,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                await self._call(f"/internal/instances/{instance_id}/running", headers)
+                await self._call(path, headers)
 
     async def _call(self, path: str, headers: dict[str, str]) -> None:
         base = await self.instances.pick()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BOOTED = Counter("cloudnet_provisioner_boots_total", "Boots finished, by outcome.", ["outcome"])
+#: Its series by outcome, looked up once (`labels()` takes a lock and builds a key per call).
+_BOOTED = {outcome: BOOTED.labels(outcome) for outcome in ("booted", "refused", "retry")}
 PENDING = Gauge("cloudnet_provisioner_pending_boots", "Instances waiting to be booted.")
 
 # Claim with a lease in one short statement, then call the command service outside any
@@ -70,8 +73,18 @@ class BootLoop:
 
     async def run(self) -> None:
         running: set[asyncio.Task[None]] = set()
+        # Set when a boot ends. `asyncio.wait(running, FIRST_COMPLETED)` did the same but put
+        # a callback on every running boot at every wake-up: half a million calls a minute
+        # under load (docs/BENCHMARKS.md, eighth session).
+        freed = asyncio.Event()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            freed.set()
+
         try:
             while True:
+                freed.clear()  # before claiming: a boot that ends meanwhile is not missed
                 claimed = 0
                 if len(running) < self.batch:
                     try:
@@ -82,16 +95,14 @@ class BootLoop:
                     for row in rows:
                         task = asyncio.create_task(self._boot_and_settle(row))
                         running.add(task)
-                        task.add_done_callback(running.discard)
+                        task.add_done_callback(ended)
                     claimed = len(rows)
                 if claimed and len(running) < self.batch:
                     continue  # more may be due
-                if running:  # a place frees up when a boot ends (or look again after a while)
-                    await asyncio.wait(
-                        running, timeout=self.idle_seconds, return_when=asyncio.FIRST_COMPLETED
-                    )
-                else:
-                    await asyncio.sleep(self.idle_seconds)
+                # A place frees up when a boot ends; look again after a while in any case.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_seconds):
+                        await freed.wait()
         finally:
             for task in running:
                 task.cancel()
@@ -122,7 +133,7 @@ class BootLoop:
         except Exception:  # a bug, not a failed call: keep booting the others, retry this one
             log.exception("boot of %s failed", row["instance_id"])
             outcome = "retry"
-        BOOTED.labels(outcome).inc()
+        _BOOTED[outcome].inc()
         if outcome != "retry":
             self._settled.append(row["instance_id"])
             return

@@ -1,0 +1,102 @@
+"""How the provisioner's client retries a boot, against a real HTTP server on 127.0.0.1 that
+answers what each test scripts: one call when it succeeds, spaced retries after a failure worth
+another try, none after a refusal."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from infra.breakers import Breakers
+from infra.discovery import RoundRobin, StaticDiscovery
+from projectors.provisioner.command_client import (
+    COMMAND_SERVICE,
+    CommandServiceClient,
+    PermanentFailure,
+    TransientFailure,
+    http_session,
+)
+from tests.integration.conftest import JWT_SECRET
+
+
+class ScriptedService:
+    """Answers each call with the next status of its script (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = [200]
+        self.calls: list[float] = []
+
+    async def running(self, request: web.Request) -> web.Response:
+        self.calls.append(time.monotonic())
+        status = self.script[min(len(self.calls), len(self.script)) - 1]
+        return web.json_response({}, status=status)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[tuple[ScriptedService, str]]:
+    scripted = ScriptedService()
+    app = web.Application()
+    app.router.add_post("/internal/instances/{instance_id}/running", scripted.running)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield scripted, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def mark_running(url: str, attempts: int) -> None:
+    async with http_session() as http:
+        client = CommandServiceClient(
+            http,
+            RoundRobin(StaticDiscovery({COMMAND_SERVICE: [url]}), COMMAND_SERVICE),
+            Breakers(threshold=100),
+            JWT_SECRET,
+            attempts=attempts,
+        )
+        await client.mark_running("tenant-a", uuid.uuid4())
+
+
+async def test_a_boot_that_succeeds_is_one_call(service: tuple[ScriptedService, str]) -> None:
+    scripted, url = service
+    await mark_running(url, attempts=4)
+    assert len(scripted.calls) == 1
+
+
+async def test_a_failed_call_is_tried_again_after_a_growing_pause(
+    service: tuple[ScriptedService, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted, url = service
+    scripted.script = [503, 429, 200]
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)  # no jitter: exact steps
+    await mark_running(url, attempts=4)
+    assert len(scripted.calls) == 3
+    first, second, third = scripted.calls
+    assert 0.05 <= second - first < 0.1  # the backoff's first step, never at once
+    assert 0.1 <= third - second < 0.2  # ...and then twice that
+
+
+async def test_retries_stop_after_the_attempts_allowed(
+    service: tuple[ScriptedService, str],
+) -> None:
+    scripted, url = service
+    scripted.script = [503]
+    with pytest.raises(TransientFailure):
+        await mark_running(url, attempts=3)
+    assert len(scripted.calls) == 3
+
+
+async def test_a_refusal_is_not_tried_again(service: tuple[ScriptedService, str]) -> None:
+    scripted, url = service
+    scripted.script = [409]
+    with pytest.raises(PermanentFailure):
+        await mark_running(url, attempts=4)
+    assert len(scripted.calls) == 1
