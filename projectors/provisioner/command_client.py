@@ -129,8 +129,11 @@ class CommandServiceClient:
             self.breakers.guard(COMMAND_SERVICE, exclude=[PermanentFailure]),
             self.http.post(base + path, headers=headers) as response,
         ):
+            # Read to the end, whatever the status: aiohttp closes a connection whose body was
+            # left unread instead of keeping it, and one boot in six or seven then paid for a
+            # new connection on both sides (docs/BENCHMARKS.md, eighth session).
+            body = await response.read()
             if response.status >= 500 or response.status == 429:
                 raise TransientFailure(f"{response.status} from {base}")
-            text = await response.text() if response.status >= 400 else ""
         if response.status >= 400:
-            raise PermanentFailure(f"{response.status}: {text[:200]}")
+            raise PermanentFailure(f"{response.status}: {body[:200].decode(errors='replace')}")

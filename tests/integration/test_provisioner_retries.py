@@ -4,6 +4,7 @@ another try, none after a refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -25,16 +26,27 @@ from tests.integration.conftest import JWT_SECRET
 
 
 class ScriptedService:
-    """Answers each call with the next status of its script (the last one repeats)."""
+    """Answers each call with the next status of its script (the last one repeats). Like
+    uvicorn, it sends the head and the body of an answer apart."""
 
     def __init__(self) -> None:
         self.script: list[int] = [200]
         self.calls: list[float] = []
+        self.client_ports: set[int] = set()
 
-    async def running(self, request: web.Request) -> web.Response:
+    async def running(self, request: web.Request) -> web.StreamResponse:
         self.calls.append(time.monotonic())
+        assert request.transport is not None
+        self.client_ports.add(request.transport.get_extra_info("peername")[1])
         status = self.script[min(len(self.calls), len(self.script)) - 1]
-        return web.json_response({}, status=status)
+        body = b'{"state": "running"}'
+        answer = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        answer.content_length = len(body)
+        await answer.prepare(request)
+        await asyncio.sleep(0.005)
+        await answer.write(body)
+        await answer.write_eof()
+        return answer
 
 
 @pytest.fixture
@@ -53,7 +65,7 @@ async def service() -> AsyncIterator[tuple[ScriptedService, str]]:
         await runner.cleanup()
 
 
-async def mark_running(url: str, attempts: int) -> None:
+async def mark_running(url: str, attempts: int, boots: int = 1) -> None:
     async with http_session() as http:
         client = CommandServiceClient(
             http,
@@ -62,13 +74,23 @@ async def mark_running(url: str, attempts: int) -> None:
             JWT_SECRET,
             attempts=attempts,
         )
-        await client.mark_running("tenant-a", uuid.uuid4())
+        for _ in range(boots):
+            await client.mark_running("tenant-a", uuid.uuid4())
 
 
 async def test_a_boot_that_succeeds_is_one_call(service: tuple[ScriptedService, str]) -> None:
     scripted, url = service
     await mark_running(url, attempts=4)
     assert len(scripted.calls) == 1
+
+
+async def test_boots_one_after_another_keep_one_connection(
+    service: tuple[ScriptedService, str],
+) -> None:
+    scripted, url = service
+    await mark_running(url, attempts=4, boots=5)
+    assert len(scripted.calls) == 5
+    assert len(scripted.client_ports) == 1  # each answer read to its end, the connection kept
 
 
 async def test_a_failed_call_is_tried_again_after_a_growing_pause(
