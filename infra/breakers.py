@@ -41,6 +41,10 @@ class Breakers:
             default_threshold=threshold, default_ttl=ttl_seconds
         )
         self._factory.add_listener(self._on_event)
+        #: The dependencies whose gauge shows their breaker's state (set when first guarded,
+        #: then by the breaker's state changes): not set again on every call, which cost each
+        #: request the gauge's lock and label lookup.
+        self._shown: set[str] = set()
 
     @asynccontextmanager
     async def guard(
@@ -56,7 +60,9 @@ class Breakers:
             only = failures
             excluded.append((BaseException, lambda error: not isinstance(error, only)))
         breaker = await self._factory.get_breaker(dependency, exclude=excluded)
-        BREAKER_STATE.labels(dependency).set(_STATE_VALUES.get(breaker.context.state, 0))
+        if dependency not in self._shown:
+            self._shown.add(dependency)
+            BREAKER_STATE.labels(dependency).set(_STATE_VALUES.get(breaker.context.state, 0))
         try:
             async with breaker:
                 yield

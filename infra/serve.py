@@ -21,6 +21,9 @@ def serve(app: Any, settings: Settings, service: str) -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,  # the gateway writes the access log
+        # nginx drops an upstream's Date and Server headers: not worth writing on every answer.
+        server_header=False,
+        date_header=False,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
