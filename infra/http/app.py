@@ -48,7 +48,7 @@ def create_service_app(
     fast_routes: Sequence[FastRoute] = (),
 ) -> FastAPI:
     @asynccontextmanager
-    async def started_then_frozen(app: FastAPI) -> AsyncIterator[None]:
+    async def started_then_tuned(app: FastAPI) -> AsyncIterator[None]:
         async with lifespan(app):
             tune_garbage_collector()
             yield
@@ -56,7 +56,7 @@ def create_service_app(
     app = FastAPI(
         title=f"cloudnet {service}",
         version=version,
-        lifespan=started_then_frozen,
+        lifespan=started_then_tuned,
         default_response_class=JsonAnswer,
         responses=problem_responses(*EVERY_REQUEST_PROBLEMS),
         # FastAPI's own OpenTelemetry server spans (they continue an incoming `traceparent`);
