@@ -37,14 +37,19 @@ PENDING = Gauge("cloudnet_provisioner_pending_boots", "Instances waiting to be b
 # transaction: a transaction held open across HTTP calls would hold back every reader of the
 # event store (see events.store). SKIP LOCKED lets several provisioners share the work; a
 # provisioner that dies mid-boot leaves the lease to expire and another takes the boot over.
+# The due rows are picked once, by an InitPlan (`= ANY (ARRAY(...))`): as `IN (SELECT ...
+# LIMIT $1 FOR UPDATE SKIP LOCKED)`, a plan made while the table was empty ran the subquery again
+# for every row, each time skipping the rows just updated, and so claimed every due boot at
+# once, in time quadratic in their number (tests/integration/test_provisioner.py).
 _CLAIM = """
 UPDATE {table} SET due_at = now() + interval '30 seconds', attempts = attempts + 1
-WHERE instance_id IN (
+WHERE instance_id = ANY (ARRAY(
     SELECT instance_id FROM {table} WHERE due_at <= now()
     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING instance_id, tenant_id, attempts, traceparent
 """
+
 _BACK_OFF = """
 UPDATE {table}
 SET due_at = now() + least(interval '1 second' * power(2, attempts - 1), interval '30 seconds')
