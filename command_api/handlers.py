@@ -310,7 +310,9 @@ def _committed(decision: Decision, results: dict[str, AppendResult]) -> list[Loa
 async def keep_snapshots(store: EventStore, loaded: Loaded, tenant_id: str) -> Loaded:
     """After a commit: snapshot a stream that grew far enough past its last snapshot."""
     codec = snapshots.codec_for(loaded.stream_id)
-    if codec is None or loaded.version - loaded.snapshot_version < snapshots.SNAPSHOT_EVERY:
+    if codec is None or not snapshots.due(
+        codec, loaded.state, loaded.version - loaded.snapshot_version
+    ):
         return loaded
     await store.save_snapshot(
         snapshots.take(

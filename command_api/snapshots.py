@@ -17,12 +17,17 @@ from immutables import Map
 from command_api.domain import subnet
 from events import Snapshot
 
-#: Take a new snapshot once a stream has grown this many events past the last one.
+#: Take a new snapshot once a stream has grown this many events past the last one, or half the
+#: state's size if that is more (`due`).
 SNAPSHOT_EVERY = 50
 
 
 class SnapshotCodec(Protocol):
     schema_version: int
+
+    def size(self, state: Any) -> int:
+        """How many entries a snapshot of `state` holds: what taking one costs."""
+        ...
 
     def dump(self, state: Any) -> dict[str, Any]: ...
 
@@ -31,6 +36,9 @@ class SnapshotCodec(Protocol):
 
 class SubnetCodec:
     schema_version = 1
+
+    def size(self, state: subnet.Subnet | None) -> int:
+        return 0 if state is None else len(state.allocations)
 
     def dump(self, state: subnet.Subnet) -> dict[str, Any]:
         return {
@@ -65,6 +73,17 @@ class Restored:
 
 def codec_for(stream_id: str) -> SnapshotCodec | None:
     return CODECS.get(stream_id.partition("-")[0])
+
+
+def due(codec: SnapshotCodec, state: Any, events_since: int) -> bool:
+    """Whether a stream `events_since` events past its last snapshot is due a new one.
+
+    Every `SNAPSHOT_EVERY` events while the state is small; then once the events since reach
+    half its size. A snapshot costs as much as the state is large (a subnet with 2,000 instances
+    wrote 2,000 entries for every 50 launches, in the launch's own request), so the pause grows
+    with the state: a growing subnet is snapshotted each time it has doubled (a constant cost per
+    event), and a load folds fewer events past its snapshot than half the state it ends with."""
+    return events_since >= max(SNAPSHOT_EVERY, codec.size(state) // 2)
 
 
 def restore(snapshot: Snapshot | None, codec: SnapshotCodec, tenant_id: str) -> Restored | None:
