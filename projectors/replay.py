@@ -25,7 +25,7 @@ from projectors.projection import Projection, checkpoint_key
 from projectors.runtime import Outcome, ProjectionRunner, apply_batch
 
 if TYPE_CHECKING:
-    from projectors.projection import DbConnection
+    from projectors.projection import DbConnection, Statement
 
 
 @dataclass(slots=True)
@@ -61,6 +61,51 @@ class RowDifference:
     row_id: str
     live: dict[str, Any] | None
     rebuilt: dict[str, Any] | None
+
+
+class AheadOfTime:
+    """`projection`, with the statements of the batch after the one being applied worked out
+    while that one runs: a rebuild spent 29 % of its apply building statements in Python and
+    65 % waiting for PostgreSQL to run them, one after the other (docs/BENCHMARKS.md, ninth
+    session). `prepare` builds a batch's statements a slice at a time, yielding between slices
+    so the applying batch's round trips go on; `statements` hands them out, or builds one that
+    is not ready (or failed: it then fails again where the runtime expects it, as a poison
+    event)."""
+
+    #: Events per slice (a quarter of a millisecond of Python here); 10 to 100 rebuilt alike.
+    SLICE = 25
+
+    def __init__(self, projection: Projection) -> None:
+        self.projection = projection
+        self.name, self.version = projection.name, projection.version
+        self._ready: dict[int, list[Statement]] = {}
+
+    def tables(self) -> list[str]:
+        return self.projection.tables()
+
+    def create_tables(self) -> list[str]:
+        return self.projection.create_tables()
+
+    def create_indexes(self) -> list[str]:
+        return self.projection.create_indexes()
+
+    def create_view(self) -> list[str]:
+        return self.projection.create_view()
+
+    def statements(self, event: RecordedEvent) -> list[Statement]:
+        ready = self._ready.pop(event.position, None)
+        return ready if ready is not None else self.projection.statements(event)
+
+    async def prepare(self, events: list[RecordedEvent]) -> None:
+        for start in range(0, len(events), self.SLICE):
+            for event in events[start : start + self.SLICE]:
+                with contextlib.suppress(Exception):  # raised again when it is applied
+                    self._ready[event.position] = self.projection.statements(event)
+            await asyncio.sleep(0)
+
+    def forget(self) -> None:
+        """Drop what was prepared and not used (a batch cut short, a build that failed)."""
+        self._ready.clear()
 
 
 #: Events read and applied per transaction. Each batch's transaction holds back every
@@ -141,16 +186,23 @@ async def _load(
     batch_size: int,
     to_position: int | None = None,
 ) -> None:
-    runner = ProjectionRunner(store, projection, batch_size)
+    ahead = AheadOfTime(projection)
+    runner = ProjectionRunner(store, ahead, batch_size)
     after = ORIGIN
+
+    async def read_and_prepare(start: Checkpoint) -> list[RecordedEvent]:
+        batch = await store.read_all(after=start, limit=batch_size)
+        await ahead.prepare(batch)
+        return batch
 
     def read(start: Checkpoint) -> asyncio.Task[list[RecordedEvent]] | None:
         if until is not None and start >= until:
             return None
-        return asyncio.create_task(store.read_all(after=start, limit=batch_size))
+        return asyncio.create_task(read_and_prepare(start))
 
-    # The next batch is read (on another pooled connection) while this one is applied: the
-    # rebuild waited on each read before, about a third of its time (docs/BENCHMARKS.md).
+    # The next batch is read (on another pooled connection) and its statements built while
+    # this one is applied: the rebuild waited on each read before, about a third of its time,
+    # and then on building its statements (docs/BENCHMARKS.md).
     reading = read(after)
     try:
         while reading is not None:
@@ -175,6 +227,7 @@ async def _load(
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
+        ahead.forget()
 
 
 async def replay(
