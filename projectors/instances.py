@@ -21,7 +21,7 @@ from events.contracts import (
     InstanceTerminated,
     decode_recorded,
 )
-from projectors.projection import TRACKING_COLUMNS, VersionedTable
+from projectors.projection import TRACKING_COLUMNS, VersionedTable, insert
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -68,6 +68,22 @@ def document_tail(state: str, updated_at: datetime, version: int) -> str:
 
 class InstancesProjection(VersionedTable):
     name = "instances"
+
+    def __init__(self, version: int = 1) -> None:
+        super().__init__(version)
+        self._insert = insert(
+            self.table,
+            (
+                *_HEAD_COLUMNS,
+                "updated_at",
+                "tenant_id",
+                "state",
+                "version",
+                "last_position",
+                "doc_head",
+                "doc",
+            ),
+        )
 
     def create_tables(self) -> list[str]:
         return [
@@ -119,12 +135,12 @@ class InstancesProjection(VersionedTable):
             tail = document_tail("pending", event.recorded_at, event.stream_version)
             return [
                 (
-                    f"""INSERT INTO {self.table} ({", ".join(_HEAD_COLUMNS)}, updated_at,
-                    tenant_id, state, version, last_position, doc_head, doc)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 'pending', $9, $10, $11, $12)""",
+                    self._insert,
                     (
                         *head_fields,
+                        event.recorded_at,
                         event.tenant_id,
+                        "pending",
                         event.stream_version,
                         event.position,
                         head,

@@ -188,6 +188,7 @@ async def _load(
 ) -> None:
     ahead = AheadOfTime(projection)
     runner = ProjectionRunner(store, ahead, batch_size)
+    runner.bulk = True  # `build` made the tables just now
     after = ORIGIN
 
     async def read_and_prepare(start: Checkpoint) -> list[RecordedEvent]:

@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from events import ORIGIN, Checkpoint, EventStore, RecordedEvent
 from projectors import checkpoints
-from projectors.projection import Projection, checkpoint_key
+from projectors.projection import INSERTS, Projection, checkpoint_key
 
 if TYPE_CHECKING:
     from projectors.projection import DbConnection
@@ -113,11 +113,13 @@ async def apply_planned(
     work: list[tuple[Projection, list[RecordedEvent]]],
     *,
     pipelined: bool = True,
+    bulk: bool = False,
 ) -> None:
     """Apply each projection's fresh events and move its checkpoint past them (the caller's
-    transaction, after `plan_batch` locked the checkpoints)."""
+    transaction, after `plan_batch` locked the checkpoints). `bulk`: the tables were empty when
+    this load began and only it writes them (a rebuild), so rows of an `insert` go as COPY."""
     if pipelined:
-        await _apply_pipelined(connection, work)
+        await _apply_pipelined(connection, work, bulk=bulk)
     else:
         for projection, events in work:
             await _apply_one_by_one(connection, projection, events)
@@ -132,16 +134,17 @@ async def apply_batch(
     previous: Checkpoint | None,
     *,
     pipelined: bool = True,
+    bulk: bool = False,
 ) -> Plan:
     """Apply, in the caller's transaction, the events the checkpoint does not cover yet."""
     [(outcome, fresh)] = await plan_batch(connection, [projection], events, previous)
     if outcome is Outcome.APPLIED:
-        await apply_planned(connection, [(projection, fresh)], pipelined=pipelined)
+        await apply_planned(connection, [(projection, fresh)], pipelined=pipelined, bulk=bulk)
     return outcome, fresh
 
 
 async def _apply_pipelined(
-    connection: DbConnection, work: list[tuple[Projection, list[RecordedEvent]]]
+    connection: DbConnection, work: list[tuple[Projection, list[RecordedEvent]]], *, bulk: bool
 ) -> None:
     # Statements are grouped in layers: a row's n-th change of the batch goes to layer n, so
     # each row's changes keep their order while, within a layer, every statement of one shape
@@ -166,7 +169,12 @@ async def _apply_pipelined(
     try:
         for layer_statements in layers:
             for sql, rows in layer_statements.items():
-                if len(rows) == 1:
+                if bulk and len(rows) > 1 and (copy := INSERTS.get(sql)) is not None:
+                    # A binary COPY: a rebuild's INSERT per row cost PostgreSQL about as much
+                    # as its UPDATEs (docs/BENCHMARKS.md, ninth session).
+                    table, columns = copy
+                    await connection.copy_records_to_table(table, records=rows, columns=columns)
+                elif len(rows) == 1:
                     await connection.execute(sql, *rows[0])
                 else:
                     await connection.executemany(sql, rows)
@@ -233,6 +241,8 @@ class ProjectionRunner:
     #: The read model whose live version (`projection_views`) this runner follows; None: the
     #: runner's own fixed version.
     view: str | None = None
+    #: Loading tables that were empty when it began and that only it writes (`apply_planned`).
+    bulk = False
 
     def version(self, live_key: str | None) -> Projection:
         """The projection a batch is applied to, given the live version `current_versions` read
@@ -275,7 +285,7 @@ class ProjectionRunner:
         async with self.store.pool.acquire() as connection, connection.transaction():
             projection = await self.current(connection)
             outcome, fresh = await apply_batch(
-                connection, projection, events, previous, pipelined=pipelined
+                connection, projection, events, previous, pipelined=pipelined, bulk=self.bulk
             )
         return outcome, fresh, projection
 
