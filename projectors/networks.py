@@ -12,7 +12,7 @@ from events.contracts import (
     SubnetDetached,
     decode_recorded,
 )
-from projectors.projection import TRACKING_COLUMNS, VersionedTable
+from projectors.projection import TRACKING_COLUMNS, TRACKING_NAMES, VersionedTable, insert
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 class NetworksProjection(VersionedTable):
     name = "networks"
+
+    def __init__(self, version: int = 1) -> None:
+        super().__init__(version)
+        self._insert = insert(self.table, ("id", "tenant_id", "name", "cidr", *TRACKING_NAMES))
 
     def create_tables(self) -> list[str]:
         return [
@@ -45,14 +49,13 @@ class NetworksProjection(VersionedTable):
         if isinstance(contract, NetworkCreated):
             return [
                 (
-                    f"""INSERT INTO {self.table}
-                    (id, tenant_id, name, cidr, created_at, updated_at, version, last_position)
-                    VALUES ($1, $2, $3, $4, $5, $5, $6, $7)""",
+                    self._insert,
                     (
                         contract.network_id,
                         event.tenant_id,
                         contract.name,
                         contract.cidr,
+                        event.recorded_at,
                         event.recorded_at,
                         event.stream_version,
                         event.position,

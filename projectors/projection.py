@@ -76,6 +76,8 @@ TRACKING_COLUMNS = """
                 updated_at    timestamptz NOT NULL,
                 version       integer     NOT NULL,
                 last_position bigint      NOT NULL"""
+#: Their names, in that order.
+TRACKING_NAMES = ("created_at", "updated_at", "version", "last_position")
 
 
 class VersionedTable:

@@ -12,7 +12,7 @@ from events.contracts import (
     SubnetDeleted,
     decode_recorded,
 )
-from projectors.projection import TRACKING_COLUMNS, VersionedTable
+from projectors.projection import TRACKING_COLUMNS, TRACKING_NAMES, VersionedTable, insert
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -24,6 +24,12 @@ RESERVED = 5
 
 class SubnetsProjection(VersionedTable):
     name = "subnets"
+
+    def __init__(self, version: int = 1) -> None:
+        super().__init__(version)
+        self._insert = insert(
+            self.table, ("id", "tenant_id", "network_id", "name", "cidr", "total", *TRACKING_NAMES)
+        )
 
     def create_tables(self) -> list[str]:
         return [
@@ -56,9 +62,7 @@ class SubnetsProjection(VersionedTable):
             total = max(0, ipaddress.IPv4Network(contract.cidr).num_addresses - RESERVED)
             return [
                 (
-                    f"""INSERT INTO {self.table} (id, tenant_id, network_id, name, cidr, total,
-                    created_at, updated_at, version, last_position)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)""",
+                    self._insert,
                     (
                         contract.subnet_id,
                         event.tenant_id,
@@ -66,6 +70,7 @@ class SubnetsProjection(VersionedTable):
                         contract.name,
                         contract.cidr,
                         total,
+                        event.recorded_at,
                         event.recorded_at,
                         event.stream_version,
                         event.position,
