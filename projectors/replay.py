@@ -187,13 +187,18 @@ async def _load(
     to_position: int | None = None,
 ) -> None:
     ahead = AheadOfTime(projection)
-    runner = ProjectionRunner(store, ahead, batch_size)
-    runner.bulk = True  # `build` made the tables just now
+    runner = ProjectionRunner(store, ahead, batch_size, bulk=True)  # `build` made the tables
     after = ORIGIN
+
+    def applied(event: RecordedEvent) -> bool:
+        """Whether the loop below applies `event` (the others are read, then left out)."""
+        return (until is None or event.checkpoint <= until) and (
+            to_position is None or event.position <= to_position
+        )
 
     async def read_and_prepare(start: Checkpoint) -> list[RecordedEvent]:
         batch = await store.read_all(after=start, limit=batch_size)
-        await ahead.prepare(batch)
+        await ahead.prepare([event for event in batch if applied(event)])
         return batch
 
     def read(start: Checkpoint) -> asyncio.Task[list[RecordedEvent]] | None:

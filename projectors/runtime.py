@@ -230,9 +230,19 @@ def measure(key: str, delivered: int, fresh: list[RecordedEvent], outcome: Outco
 class ProjectionRunner:
     """Runs one version of a projection over batches of events, from the broker or the store."""
 
-    def __init__(self, store: EventStore, projection: Projection, batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        batch_size: int = 1000,
+        *,
+        bulk: bool = False,
+    ) -> None:
         self.store, self.projection, self.batch_size = store, projection, batch_size
         self.name = projection.name
+        #: Loading tables that were empty when it began and that only it writes (a rebuild's
+        #: `apply_planned`).
+        self.bulk = bulk
 
     @property
     def key(self) -> str:
@@ -241,8 +251,6 @@ class ProjectionRunner:
     #: The read model whose live version (`projection_views`) this runner follows; None: the
     #: runner's own fixed version.
     view: str | None = None
-    #: Loading tables that were empty when it began and that only it writes (`apply_planned`).
-    bulk = False
 
     def version(self, live_key: str | None) -> Projection:
         """The projection a batch is applied to, given the live version `current_versions` read
