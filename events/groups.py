@@ -4,9 +4,9 @@ A command's append (one or more streams, all or nothing) joins a queue; while fe
 `parallel` appends run, one starts at once and takes the whole queue, up to `MAX_GROUP`
 commands. Under light load that is one command per statement, as before, with no added wait.
 When every connection is busy, commands queue up, and the next statement carries them all: one
-round trip, one transaction and one WAL flush for the group (`append_group`, migration 0003),
-each command in a block of its own, so a command whose expectation fails leaves nothing behind
-and the others commit. The outcome is what the commands one after another would have had: a
+round trip, one transaction and one WAL flush for the group (`append_group`, migrations 0003 and
+0004): a command whose expectation fails puts back what it moved and leaves nothing behind, and
+the others commit. The outcome is what the commands one after another would have had: a
 command that appends to a stream an earlier command of the group moved sees it moved. The
 queueing is infra/batches.py's, as for the query service's GETs by id.
 
@@ -35,10 +35,10 @@ Append = tuple[str, Sequence[NewEvent], ExpectedVersion | int]
 #: One command's appends, all or nothing.
 Appends = Sequence[Append]
 
-#: At most this many commands per statement. Each is a subtransaction, and a transaction with
-#: more than 64 of them overflows PostgreSQL's per-backend cache and slows every snapshot. Under
-#: 32 concurrent creates in one process, groups of 32 went one at a time in lockstep (2,900/s);
-#: groups of 16 keep two statements in flight (3,975/s), groups of 8 four (3,656/s).
+#: At most this many commands per statement. Under 32 concurrent creates in one process, groups
+#: of 32 went one at a time in lockstep (2,900/s); groups of 16 keep two statements in flight
+#: (3,975/s), groups of 8 four (3,656/s). (Measured when each command was a subtransaction,
+#: migration 0003.)
 MAX_GROUP = 16
 
 _APPEND_GROUP = "SELECT * FROM append_group($1, $2, $3, $4, $5, $6, $7, $8, $9)"

@@ -84,6 +84,49 @@ async def test_waiting_commands_share_a_commit_and_a_failed_one_leaves_nothing(
     assert len(await transactions(store, first, last, existing)) == 2  # + the first append
 
 
+async def test_a_failed_command_puts_back_what_it_moved_before_the_next_one_runs(
+    one_connection: EventStore,
+) -> None:
+    """A command fails on its last stream after moving others: an existing stream it moved (even
+    twice) is back at its version, a stream it created is gone, and the next command of the group
+    finds both as they were."""
+    store = one_connection
+    existing, created, elsewhere = stream(), stream(), stream()
+    await store.append(existing, [event()], ExpectedVersion.NO_STREAM)
+    await store.append(elsewhere, [event()], ExpectedVersion.NO_STREAM)
+    busy, failed, after_it = await asyncio.gather(
+        outcome(store.append_many([(stream(), [event()], ExpectedVersion.NO_STREAM)])),
+        outcome(
+            store.append_many(
+                [
+                    (existing, [event(1), event(2)], ExpectedVersion.ANY),
+                    (created, [event(3)], ExpectedVersion.ANY),
+                    (existing, [event(4)], ExpectedVersion.EXISTS),
+                    (elsewhere, [event(5)], 7),
+                ]
+            )
+        ),
+        outcome(
+            store.append_many(
+                [
+                    (existing, [event(6)], 1),
+                    (created, [event(7), event(8)], ExpectedVersion.NO_STREAM),
+                ]
+            )
+        ),
+    )
+    assert isinstance(busy, list)
+    assert isinstance(failed, ConcurrencyError)
+    assert (failed.stream_id, failed.expected) == (elsewhere, 7)
+    assert isinstance(after_it, list)
+    assert [r.stream_version for r in after_it] == [2, 2]
+    assert after_it[0].position < after_it[1].position
+    assert [e.data["n"] async for e in store.read_stream(existing)] == [0, 6]
+    assert [e.data["n"] async for e in store.read_stream(created)] == [7, 8]
+    assert [e.data["n"] async for e in store.read_stream(elsewhere)] == [0]
+    assert len(await transactions(store, existing, created)) == 2  # the group + the first append
+
+
 async def test_a_stream_twice_in_a_group_is_as_if_one_after_the_other(
     one_connection: EventStore,
 ) -> None:
