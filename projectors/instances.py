@@ -21,7 +21,7 @@ from events.contracts import (
     InstanceTerminated,
     decode_recorded,
 )
-from projectors.projection import TRACKING_COLUMNS, VersionedTable, insert
+from projectors.projection import TRACKING_COLUMNS, VersionedTable, foldable, insert
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -32,6 +32,12 @@ _STATE_AFTER = {
     InstanceStopped: "stopped",
     InstanceTerminated: "terminated",
 }
+
+#: The events this read model applies.
+_HANDLED = frozenset(
+    contract.event_type
+    for contract in (InstanceLaunched, InstanceStarted, InstanceStopped, InstanceTerminated)
+)
 
 
 #: The columns `document_head` takes, in its order.
@@ -84,6 +90,12 @@ class InstancesProjection(VersionedTable):
                 "doc",
             ),
         )
+        self._change = foldable(
+            self.table,
+            f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
+            last_position = $5, doc = doc_head || $6 WHERE id = $1""",
+            _changed,
+        )
 
     def create_tables(self) -> list[str]:
         return [
@@ -120,6 +132,8 @@ class InstancesProjection(VersionedTable):
         ]
 
     def statements(self, event: RecordedEvent) -> list[Statement]:
+        if event.type not in _HANDLED:  # the others: no need to decode them
+            return []
         contract = decode_recorded(event)
         if isinstance(contract, InstanceLaunched):
             head_fields = (
@@ -152,8 +166,7 @@ class InstancesProjection(VersionedTable):
             state = _STATE_AFTER[type(contract)]
             return [
                 (
-                    f"""UPDATE {self.table} SET state = $2, updated_at = $3, version = $4,
-                    last_position = $5, doc = doc_head || $6 WHERE id = $1""",
+                    self._change,
                     (
                         contract.instance_id,
                         state,
@@ -191,6 +204,22 @@ class InstancesProjection(VersionedTable):
             "ALTER COLUMN doc SET NOT NULL"
         )
         return True
+
+
+def _changed(inserted: tuple[Any, ...], change: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`InstancesProjection._change` applied to the values of the row's insert."""
+    _, state, updated_at, version, last_position, tail = change
+    head = inserted[12]
+    return (
+        *inserted[:7],
+        updated_at,
+        inserted[8],
+        state,
+        version,
+        last_position,
+        head,
+        head + tail,
+    )
 
 
 def _documents(row: Any) -> tuple[Any, str, str]:

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from events import RecordedEvent
     from projectors.projection import Statement
 
+#: The events this read model applies.
+_HANDLED = frozenset(
+    contract.event_type
+    for contract in (NetworkCreated, NetworkDeleted, NetworkRenamed, SubnetAttached, SubnetDetached)
+)
+
 
 class NetworksProjection(VersionedTable):
     name = "networks"
@@ -45,6 +51,8 @@ class NetworksProjection(VersionedTable):
         ]
 
     def statements(self, event: RecordedEvent) -> list[Statement]:
+        if event.type not in _HANDLED:  # the others: no need to decode them
+            return []
         contract = decode_recorded(event)
         if isinstance(contract, NetworkCreated):
             return [

@@ -6,6 +6,7 @@ table version, so a read model has exactly one definition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
@@ -31,6 +32,23 @@ def insert(table: str, columns: tuple[str, ...]) -> str:
     values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
     statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
     INSERTS[statement] = (table, columns)
+    return statement
+
+
+#: An UPDATE of one row, as a function: that row's INSERT arguments before it and its own
+#: arguments (the row's key first) -> the INSERT arguments of the row after it.
+Fold: TypeAlias = Callable[[tuple[Any, ...], tuple[Any, ...]], tuple[Any, ...]]
+
+#: The statements `foldable` registered, with their table and fold.
+FOLDS: dict[str, tuple[str, Fold]] = {}
+
+
+def foldable(table: str, statement: str, fold: Fold) -> str:
+    """Register `statement`, which changes only the row of `table` keyed by its first argument,
+    with `fold`, what it does to the values of an `insert` of that row. A rebuild whose batch
+    inserts a row and then changes it sends the row as it ends, in its COPY, instead of the
+    INSERT and then an UPDATE per change (`projectors.runtime`)."""
+    FOLDS[statement] = (table, fold)
     return statement
 
 

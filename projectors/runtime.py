@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from events import ORIGIN, Checkpoint, EventStore, RecordedEvent
 from projectors import checkpoints
-from projectors.projection import INSERTS, Projection, checkpoint_key
+from projectors.projection import FOLDS, INSERTS, Projection, checkpoint_key
 
 if TYPE_CHECKING:
     from projectors.projection import DbConnection
@@ -154,18 +154,34 @@ async def _apply_pipelined(
     # rows may share a key, which only adds a layer.
     layers: list[dict[str, list[tuple[Any, ...]]]] = []
     depth: dict[Any, int] = {}
+    # In a rebuild (`bulk`), the rows this batch inserts, by key, while nothing but a foldable
+    # statement changed them since: (table, the INSERT's rows, this row's index among them). A
+    # foldable change of such a row goes into its INSERT's values (`projection.foldable`).
+    inserted: dict[Any, tuple[str, list[tuple[Any, ...]], int]] = {}
     for projection, events in work:
         for event in events:
             try:
                 statements = projection.statements(event)
+                for sql, arguments in statements:
+                    key = arguments[0]
+                    if bulk:
+                        row = inserted.pop(key, None)
+                        fold = FOLDS.get(sql)
+                        if row is not None and fold is not None and fold[0] == row[0]:
+                            table, rows, index = row
+                            rows[index] = fold[1](rows[index], arguments)
+                            inserted[key] = row
+                            continue
+                    layer = depth.get(key, 0)
+                    depth[key] = layer + 1
+                    if layer == len(layers):
+                        layers.append({})
+                    rows = layers[layer].setdefault(sql, [])
+                    rows.append(arguments)
+                    if bulk and (copy := INSERTS.get(sql)) is not None:
+                        inserted[key] = (copy[0], rows, len(rows) - 1)
             except Exception as error:
                 raise Poisoned(event, error) from error
-            for sql, arguments in statements:
-                layer = depth.get(arguments[0], 0)
-                depth[arguments[0]] = layer + 1
-                if layer == len(layers):
-                    layers.append({})
-                layers[layer].setdefault(sql, []).append(arguments)
     try:
         for layer_statements in layers:
             for sql, rows in layer_statements.items():

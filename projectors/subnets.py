@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from events.contracts import (
     IpAllocated,
@@ -12,7 +12,13 @@ from events.contracts import (
     SubnetDeleted,
     decode_recorded,
 )
-from projectors.projection import TRACKING_COLUMNS, TRACKING_NAMES, VersionedTable, insert
+from projectors.projection import (
+    TRACKING_COLUMNS,
+    TRACKING_NAMES,
+    VersionedTable,
+    foldable,
+    insert,
+)
 
 if TYPE_CHECKING:
     from events import RecordedEvent
@@ -21,6 +27,11 @@ if TYPE_CHECKING:
 #: Reserved per subnet, as in AWS: the first four addresses and the last.
 RESERVED = 5
 
+#: The events this read model applies.
+_HANDLED = frozenset(
+    contract.event_type for contract in (SubnetCreated, IpAllocated, IpReleased, SubnetDeleted)
+)
+
 
 class SubnetsProjection(VersionedTable):
     name = "subnets"
@@ -28,7 +39,14 @@ class SubnetsProjection(VersionedTable):
     def __init__(self, version: int = 1) -> None:
         super().__init__(version)
         self._insert = insert(
-            self.table, ("id", "tenant_id", "network_id", "name", "cidr", "total", *TRACKING_NAMES)
+            self.table,
+            ("id", "tenant_id", "network_id", "name", "cidr", "total", "used", *TRACKING_NAMES),
+        )
+        self._count = foldable(
+            self.table,
+            f"""UPDATE {self.table} SET used = used + $2, updated_at = $3, version = $4,
+            last_position = $5 WHERE id = $1""",
+            _counted,
         )
 
     def create_tables(self) -> list[str]:
@@ -57,6 +75,8 @@ class SubnetsProjection(VersionedTable):
         ]
 
     def statements(self, event: RecordedEvent) -> list[Statement]:
+        if event.type not in _HANDLED:  # the others: no need to decode them
+            return []
         contract = decode_recorded(event)
         if isinstance(contract, SubnetCreated):
             total = max(0, ipaddress.IPv4Network(contract.cidr).num_addresses - RESERVED)
@@ -70,6 +90,7 @@ class SubnetsProjection(VersionedTable):
                         contract.name,
                         contract.cidr,
                         total,
+                        0,
                         event.recorded_at,
                         event.recorded_at,
                         event.stream_version,
@@ -81,8 +102,7 @@ class SubnetsProjection(VersionedTable):
             delta = 1 if isinstance(contract, IpAllocated) else -1
             return [
                 (
-                    f"""UPDATE {self.table} SET used = used + $2, updated_at = $3, version = $4,
-                    last_position = $5 WHERE id = $1""",
+                    self._count,
                     (
                         contract.subnet_id,
                         delta,
@@ -95,3 +115,10 @@ class SubnetsProjection(VersionedTable):
         if isinstance(contract, SubnetDeleted):
             return [(f"DELETE FROM {self.table} WHERE id = $1", (contract.subnet_id,))]
         return []
+
+
+def _counted(inserted: tuple[Any, ...], change: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`SubnetsProjection._count` applied to the values of the row's insert."""
+    _, delta, updated_at, version, last_position = change
+    created_at = inserted[7]
+    return (*inserted[:6], inserted[6] + delta, created_at, updated_at, version, last_position)
