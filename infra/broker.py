@@ -26,5 +26,8 @@ def rabbit_broker(settings: Settings, app_name: str) -> RabbitBroker:
         settings.amqp_url,
         logger=logger,
         log_level=logging.DEBUG,
+        # No FastDepends: the one subscriber (projectors.consumer) takes the body as the bytes it
+        # came as, which FastDepends only checked against `bytes`, per message.
+        apply_types=False,
         middlewares=[RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)],
     )
