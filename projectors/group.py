@@ -180,8 +180,7 @@ class ProjectionGroup:
                 return
             moved = {key: reached for key, row in rows.items() if row.checkpoint < reached}
             await checkpoints.save_checkpoints(connection, moved)
-        if self._reached == reached:
-            self._saved = reached
+        self._saved = reached  # under `_turn`: no batch moved `_reached` meanwhile
 
     async def _apply_together(
         self, events: list[RecordedEvent], previous: Checkpoint | None

@@ -168,8 +168,8 @@ async def _apply_pipelined(
                         row = inserted.pop(key, None)
                         fold = FOLDS.get(sql)
                         if row is not None and fold is not None and fold[0] == row[0]:
-                            table, rows, index = row
-                            rows[index] = fold[1](rows[index], arguments)
+                            _, insert_rows, index = row
+                            insert_rows[index] = fold[1](insert_rows[index], arguments)
                             inserted[key] = row
                             continue
                     layer = depth.get(key, 0)

@@ -61,6 +61,17 @@ def network() -> NetworkCreated:
     return NetworkCreated(network_id=uuid.uuid4(), name="n", cidr="10.0.0.0/16")
 
 
+def launched(instance: uuid.UUID) -> InstanceLaunched:
+    return InstanceLaunched(
+        instance_id=instance,
+        name="vm",
+        subnet_id=uuid.uuid4(),
+        network_id=uuid.uuid4(),
+        size="small",
+        ip="10.0.0.4",
+    )
+
+
 @pytest.fixture
 def transactions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The group's transactions, counted where it opens them."""
@@ -88,16 +99,8 @@ async def test_batches_of_other_events_are_passed_over_and_saved_later(
     provisioner = ProjectionGroup("provisioner", [runner])
     feed = Feed(own_store)
     instance = uuid.uuid4()
-    launched = InstanceLaunched(
-        instance_id=instance,
-        name="vm",
-        subnet_id=uuid.uuid4(),
-        network_id=uuid.uuid4(),
-        size="small",
-        ip="10.0.0.4",
-    )
 
-    await provisioner.deliver(*await feed.batch(launched))
+    await provisioner.deliver(*await feed.batch(launched(instance)))
     assert transactions == ["apply"]
     assert await boots(own_store) == 1
     after_launch = await stored(own_store)
@@ -134,7 +137,6 @@ async def test_a_checkpoint_moved_back_meanwhile_is_not_overwritten(
     runner = ProjectionRunner(own_store, PendingBoots(boot_delay_seconds=0.0))
     provisioner = ProjectionGroup("provisioner", [runner])
     feed = Feed(own_store)
-    instance = uuid.uuid4()
     await provisioner.deliver(*await feed.batch(network()))
     await provisioner.deliver(*await feed.batch(network()))  # passed over
     async with own_store.pool.acquire() as connection:
@@ -142,15 +144,7 @@ async def test_a_checkpoint_moved_back_meanwhile_is_not_overwritten(
     await asyncio.sleep(0.5)
     assert await stored(own_store) == ORIGIN  # not saved over the reset
 
-    launched = InstanceLaunched(
-        instance_id=instance,
-        name="vm",
-        subnet_id=uuid.uuid4(),
-        network_id=uuid.uuid4(),
-        size="small",
-        ip="10.0.0.4",
-    )
-    batch, previous = await feed.batch(launched)
+    batch, previous = await feed.batch(launched(uuid.uuid4()))
     await provisioner.deliver(batch, previous)
     assert await stored(own_store) == batch[-1].checkpoint  # caught up from the store
     assert await boots(own_store) == 1
