@@ -7,6 +7,7 @@ same key with another body is refused (422).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,17 +15,27 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel, ConfigDict, StrictStr
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from command_api import commands
-from command_api.handlers import CommandContext, CommandResult, Repository, replay
+from command_api.domain.errors import DomainError
+from command_api.errors import to_problem
+from command_api.handlers import (
+    CommandContext,
+    CommandResult,
+    Repository,
+    RetriesExhausted,
+    replay,
+)
 from events import EventStore
 from infra.dependencies import DATABASE_DOWN
 from infra.http.fast_lane import FastRoute, LaneRequest, NotForTheLane
 from infra.http.json import JsonAnswer
 from infra.http.openapi import WRITE_PROBLEMS, problem_responses
 from infra.http.principal import principal_of
-from infra.problems import NotFound, ValidationFailed
+from infra.problems import PROBLEM_TYPE_BASE, Conflict, NotFound, Problem, ValidationFailed
+from infra.telemetry import context_of, tracer
 
 router = APIRouter(prefix="/v1", responses=problem_responses(*WRITE_PROBLEMS))
 internal = APIRouter(prefix="/internal", include_in_schema=False)
@@ -65,6 +76,20 @@ class LaunchBody(Body):
     size: StrictStr
 
 
+#: The most boots one call of the provisioner may carry.
+MAX_BOOTS = 100
+
+
+class Boot(Body):
+    id: uuid.UUID
+    #: The trace of the launch this boot follows; its events continue that trace.
+    traceparent: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class BootsBody(Body):
+    instances: Annotated[list[Boot], Field(min_length=1, max_length=MAX_BOOTS)]
+
+
 #: FastAPI's limits of an `Idempotency-Key`, which the fast lane reads alike.
 MIN_KEY_LENGTH, MAX_KEY_LENGTH = 1, 255
 
@@ -86,6 +111,9 @@ COMMAND_HEADERS: dict[str, Callable[[str], Any]] = {
     "idempotency-key": _idempotency_key,
     "traceparent": str,
 }
+
+#: The headers the boots' call reads: no `Idempotency-Key` (a boot repeated changes nothing).
+BOOT_HEADERS: dict[str, Callable[[str], Any]] = {"traceparent": str}
 
 
 # The caller and the context come in a `LaneRequest` (the fast lane's, or `_lane`'s from FastAPI's
@@ -311,6 +339,50 @@ async def mark_running(
     return await instance_running(await _lane(request, key, instance_id=instance_id))
 
 
+async def instances_running(lane: LaneRequest) -> JsonAnswer:
+    """Mark a tenant's booted instances running, each as a command of its own: one refused (say,
+    terminated meanwhile) or missing answers its own status and leaves the others to commit.
+    The concurrent commands share the store's append groups, so a call of 50 boots costs about
+    one request and one append instead of 50 of each (docs/BENCHMARKS.md, eleventh session).
+    A failure of the event store itself fails the whole call, and the provisioner calls again:
+    marking a running instance running changes nothing."""
+    body: BootsBody = lane.body
+    context = _context(lane)
+    repository: Repository = lane.state.repository
+    async with lane.state.breakers.guard("event_store", failures=DATABASE_DOWN):
+        answers = await asyncio.gather(*(_boot(repository, context, b) for b in body.instances))
+    return JsonAnswer({"instances": answers})
+
+
+async def _boot(repository: Repository, context: CommandContext, boot: Boot) -> dict[str, Any]:
+    problem: Problem
+    with tracer.start_as_current_span(
+        "mark running", context=context_of(boot.traceparent), kind=SpanKind.INTERNAL
+    ):
+        try:
+            result = await commands.mark_running(repository, context, boot.id)
+        except DomainError as error:
+            problem = to_problem(error)
+        except RetriesExhausted as error:
+            problem = Conflict(str(error), kind="concurrency-conflict")
+        else:
+            return {"status": result.status, **result.body}
+    return {
+        "id": str(boot.id),
+        "status": problem.status,
+        "type": PROBLEM_TYPE_BASE + problem.kind,
+        "detail": problem.detail,
+    }
+
+
+@internal.post("/instances/running")
+async def mark_many_running(request: Request, body: BootsBody) -> JsonAnswer:
+    """The provisioner finished booting these instances of the caller's tenant, each with its
+    own answer (never reachable through the gateway; no `Idempotency-Key`: a repeated call
+    changes nothing)."""
+    return await instances_running(await _lane(request, None, body))
+
+
 def _write(method: str, path: str, handler: Handler, body: type[Body] | None = None) -> FastRoute:
     return FastRoute(path, handler, method=method, body=body, headers=COMMAND_HEADERS)
 
@@ -326,6 +398,13 @@ FAST_ROUTES = (
     _write("POST", "/v1/instances/{instance_id}/start", instance_start),
     _write("POST", "/v1/instances/{instance_id}/stop", instance_stop),
     _write("DELETE", "/v1/instances/{instance_id}", instance_terminate),
-    # The provisioner's call, once per launch.
     _write("POST", "/internal/instances/{instance_id}/running", instance_running),
+    # The provisioner's call, once per tenant's boots due together.
+    FastRoute(
+        "/internal/instances/running",
+        instances_running,
+        method="POST",
+        body=BootsBody,
+        headers=BOOT_HEADERS,
+    ),
 )

@@ -222,6 +222,47 @@ async def test_a_slow_boot_does_not_hold_back_the_boots_due_after_it(own_store: 
             await task
 
 
+class _HeldBoots:
+    """Stands in for the command service client: each boot hangs until it is released."""
+
+    def __init__(self) -> None:
+        self.started: list[uuid.UUID] = []
+        self.releases: dict[uuid.UUID, asyncio.Event] = {}
+
+    async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
+        self.started.append(instance_id)
+        await self.releases.setdefault(instance_id, asyncio.Event()).wait()
+
+
+async def test_places_are_filled_a_quarter_of_the_batch_at_a_time(own_store: EventStore) -> None:
+    # The client sends a tenant's boots started together in one call: places filled one at a
+    # time as boots end would make calls of one boot each.
+    boots = PendingBoots(boot_delay_seconds=0.0)
+    async with own_store.pool.acquire() as connection:
+        for statement in boots.create_tables():
+            await connection.execute(statement)
+    await own_store.pool.execute(
+        f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
+        "SELECT gen_random_uuid(), 'acme', now() FROM generate_series(1, 20)"
+    )
+    client = _HeldBoots()
+    loop = BootLoop(own_store.pool, boots, client, idle_seconds=0.02, batch=8)  # type: ignore[arg-type]
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: len(client.started) == 8)
+        client.releases[client.started[0]].set()
+        await asyncio.sleep(0.3)  # many idle passes: one free place is not worth a claim
+        assert len(client.started) == 8
+        client.releases[client.started[1]].set()
+        await wait_until(lambda: len(client.started) == 10)  # two are: a quarter of 8
+        await asyncio.sleep(0.1)
+        assert len(client.started) == 10
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_a_pass_claims_no_more_boots_than_its_batch(own_store: EventStore) -> None:
     # The claim is planned while the table is empty (a provisioner started, idle). As
     # `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`, PostgreSQL then ran the subquery again

@@ -1,21 +1,27 @@
-"""How the provisioner's client retries a boot, against a real HTTP server on 127.0.0.1 that
-answers what each test scripts: one call when it succeeds, spaced retries after a failure worth
-another try, none after a refusal."""
+"""How the provisioner's client calls and retries boots, against a real HTTP server on 127.0.0.1
+that answers what each test scripts: one call when it succeeds, spaced retries after a failure
+worth another try, none after a refusal; a tenant's boots asked for together go in one call, each
+with its own answer."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 
 from infra.breakers import Breakers
 from infra.discovery import RoundRobin, StaticDiscovery
 from projectors.provisioner.command_client import (
+    BOOTS_PATH,
     COMMAND_SERVICE,
     CommandServiceClient,
     PermanentFailure,
@@ -26,20 +32,33 @@ from tests.integration.conftest import JWT_SECRET
 
 
 class ScriptedService:
-    """Answers each call with the next status of its script (the last one repeats). Like
-    uvicorn, it sends the head and the body of an answer apart."""
+    """Answers each call with the next status of its script (the last one repeats); a 200
+    answers each boot of the call, 409 for those in `refused` and none for those in `skipped`.
+    Like uvicorn, it sends the head and the body of an answer apart."""
 
     def __init__(self) -> None:
         self.script: list[int] = [200]
         self.calls: list[float] = []
         self.client_ports: set[int] = set()
+        self.refused: set[str] = set()
+        self.skipped: set[str] = set()
+        #: Each call's tenant (from its token) and the instances it carried.
+        self.carried: list[tuple[str, list[str]]] = []
 
     async def running(self, request: web.Request) -> web.StreamResponse:
         self.calls.append(time.monotonic())
         assert request.transport is not None
         self.client_ports.add(request.transport.get_extra_info("peername")[1])
         status = self.script[min(len(self.calls), len(self.script)) - 1]
-        body = b'{"state": "running"}'
+        ids = [boot["id"] for boot in (await request.json())["instances"]]
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        self.carried.append((jwt.decode(token, options={"verify_signature": False})["tenant"], ids))
+        answers: list[dict[str, Any]] = [
+            {"id": i, "status": 409 if i in self.refused else 200, "state": "running"}
+            for i in ids
+            if i not in self.skipped
+        ]
+        body = json.dumps({"instances": answers}).encode() if status == 200 else b"{}"
         answer = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         answer.content_length = len(body)
         await answer.prepare(request)
@@ -53,7 +72,7 @@ class ScriptedService:
 async def service() -> AsyncIterator[tuple[ScriptedService, str]]:
     scripted = ScriptedService()
     app = web.Application()
-    app.router.add_post("/internal/instances/{instance_id}/running", scripted.running)
+    app.router.add_post(BOOTS_PATH, scripted.running)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -65,15 +84,19 @@ async def service() -> AsyncIterator[tuple[ScriptedService, str]]:
         await runner.cleanup()
 
 
+def client_for(http: aiohttp.ClientSession, url: str, attempts: int) -> CommandServiceClient:
+    return CommandServiceClient(
+        http,
+        RoundRobin(StaticDiscovery({COMMAND_SERVICE: [url]}), COMMAND_SERVICE),
+        Breakers(threshold=100),
+        JWT_SECRET,
+        attempts=attempts,
+    )
+
+
 async def mark_running(url: str, attempts: int, boots: int = 1) -> None:
     async with http_session() as http:
-        client = CommandServiceClient(
-            http,
-            RoundRobin(StaticDiscovery({COMMAND_SERVICE: [url]}), COMMAND_SERVICE),
-            Breakers(threshold=100),
-            JWT_SECRET,
-            attempts=attempts,
-        )
+        client = client_for(http, url, attempts)
         for _ in range(boots):
             await client.mark_running("tenant-a", uuid.uuid4())
 
@@ -122,3 +145,29 @@ async def test_a_refusal_is_not_tried_again(service: tuple[ScriptedService, str]
     with pytest.raises(PermanentFailure):
         await mark_running(url, attempts=4)
     assert len(scripted.calls) == 1
+
+
+async def test_a_tenants_boots_asked_for_together_are_one_call_each_with_its_own_answer(
+    service: tuple[ScriptedService, str],
+) -> None:
+    scripted, url = service
+    booted, refused, unanswered, other = (uuid.uuid4() for _ in range(4))
+    scripted.refused.add(str(refused))
+    scripted.skipped.add(str(unanswered))
+    async with http_session() as http:
+        client = client_for(http, url, attempts=2)
+        outcomes = await asyncio.gather(
+            client.mark_running("tenant-a", booted),
+            client.mark_running("tenant-a", refused),
+            client.mark_running("tenant-a", unanswered),
+            client.mark_running("tenant-b", other),
+            return_exceptions=True,
+        )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], PermanentFailure)
+    assert isinstance(outcomes[2], TransientFailure)  # tried again, then given up
+    assert outcomes[3] is None
+    first_a, first_b, retry = scripted.carried
+    assert first_a == ("tenant-a", [str(booted), str(refused), str(unanswered)])
+    assert first_b == ("tenant-b", [str(other)])
+    assert retry == ("tenant-a", [str(unanswered)])  # only the boot left without an answer

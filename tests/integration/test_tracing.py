@@ -88,7 +88,8 @@ async def test_one_launch_is_one_trace_across_every_component(
         "project instances InstanceLaunched",
         "project subnets IpAllocated",
         "provisioner.boot",
-        "POST /internal/instances/{instance_id}/running",
+        "POST /internal/instances/running",
+        "mark running",
         "publish InstanceStarted",
     }
     while True:  # the relay publishes InstanceStarted asynchronously

@@ -313,4 +313,10 @@ def test_the_fast_routes_are_the_fastapi_routes() -> None:
     }
     lane = {(route.method, route.path): route.body for route in routes.FAST_ROUTES}
     assert lane == fastapi
-    assert all(route.headers is COMMAND_HEADERS for route in routes.FAST_ROUTES)
+    # The headers each reads, as its endpoint: the boots' call takes no Idempotency-Key.
+    assert {route.path: route.headers for route in routes.FAST_ROUTES} == {
+        route.path: routes.BOOT_HEADERS
+        if route.path == "/internal/instances/running"
+        else COMMAND_HEADERS
+        for route in routes.FAST_ROUTES
+    }

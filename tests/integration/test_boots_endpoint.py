@@ -1,0 +1,141 @@
+"""The command service's call for many boots (`POST /internal/instances/running`, the
+provisioner's): each boot is a command of its own with its own answer, its events continue its
+own launch's trace, and a call it refuses writes nothing (real PostgreSQL; the command service
+in-process, through its fast lane and through FastAPI alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from events import EventStore
+from tests.integration.conftest import network_and_subnet
+
+PATH = "/internal/instances/running"
+#: Through the fast lane, and (a content type the lane leaves alone) through FastAPI.
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8"]
+
+
+def traceparent(trace: int) -> str:
+    return f"00-{trace:032x}-{trace:016x}-01"
+
+
+async def launch(client: httpx.AsyncClient, auth: dict[str, str], subnet_id: str) -> str:
+    launched = await client.post(
+        "/v1/instances", json={"name": "vm", "subnet_id": subnet_id, "size": "small"}, headers=auth
+    )
+    assert launched.status_code == 201, launched.text
+    return str(launched.json()["id"])
+
+
+async def boot(
+    client: httpx.AsyncClient, auth: dict[str, str], body: Any, content_type: str
+) -> httpx.Response:
+    return await client.post(
+        PATH,
+        content=httpx.Request("POST", "/", json=body).content,
+        headers={**auth, "Content-Type": content_type},
+    )
+
+
+async def events_of(store: EventStore, instance_id: str) -> list[tuple[str, str | None]]:
+    return [
+        (e.type, e.metadata.get("traceparent"))
+        async for e in store.read_stream(f"instance-{instance_id}")
+    ]
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES)
+async def test_each_boot_of_a_call_gets_its_own_answer_and_only_those_allowed_commit(
+    command_client: httpx.AsyncClient,
+    store: EventStore,
+    tenant: str,
+    token_for: Callable[..., str],
+    content_type: str,
+) -> None:
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    pending, terminated, running, second = [
+        await launch(command_client, auth, subnet_id) for _ in range(4)
+    ]
+    assert (await command_client.delete(f"/v1/instances/{terminated}", headers=auth)).is_success
+    booted = await boot(command_client, auth, {"instances": [{"id": running}]}, content_type)
+    assert booted.json()["instances"][0]["status"] == 200
+    other_auth = {"Authorization": f"Bearer {token_for(tenant + '-other')}"}
+    _, other_subnet = await network_and_subnet(command_client, other_auth)
+    anothers = await launch(command_client, other_auth, other_subnet)
+    before = {i: await events_of(store, i) for i in (terminated, running, anothers)}
+
+    answer = await boot(
+        command_client,
+        auth,
+        {
+            "instances": [
+                {"id": pending, "traceparent": traceparent(1)},
+                {"id": terminated},
+                {"id": running},
+                {"id": anothers},
+                {"id": second, "traceparent": traceparent(2)},
+            ]
+        },
+        content_type,
+    )
+
+    assert answer.status_code == 200, answer.text
+    statuses = {a["id"]: (a["status"], a.get("state")) for a in answer.json()["instances"]}
+    assert statuses == {
+        pending: (200, "running"),
+        terminated: (409, None),
+        running: (200, "running"),
+        anothers: (404, None),  # another tenant's instance does not exist for this one
+        second: (200, "running"),
+    }
+    # Each boot's event continues its own launch's trace, not the call's.
+    [_, (started, trace)] = await events_of(store, pending)
+    assert (started, trace.split("-")[1]) == ("InstanceStarted", f"{1:032x}")
+    [_, (started, trace)] = await events_of(store, second)
+    assert (started, trace.split("-")[1]) == ("InstanceStarted", f"{2:032x}")
+    # The refused, the unchanged and the foreign ones wrote nothing.
+    assert {i: await events_of(store, i) for i in before} == before
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES)
+@pytest.mark.parametrize(
+    ("body", "scope", "status"),
+    [
+        ({"instances": []}, "cloud:read cloud:write", 422),
+        ({"instances": [{"id": "not-a-uuid"}]}, "cloud:read cloud:write", 422),
+        ({"instances": [{"id": "{instance}", "state": "running"}]}, "cloud:read cloud:write", 422),
+        ({"instances": [{"id": "{instance}"}] * 101}, "cloud:read cloud:write", 422),
+        ({"instances": [{"id": "{instance}"}]}, "cloud:read", 403),
+    ],
+    ids=["none", "not-an-id", "unknown-field", "too-many", "read-only"],
+)
+async def test_a_call_it_refuses_writes_nothing(
+    command_client: httpx.AsyncClient,
+    store: EventStore,
+    tenant: str,
+    token_for: Callable[..., str],
+    content_type: str,
+    body: dict[str, Any],
+    scope: str,
+    status: int,
+) -> None:
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    instance = await launch(command_client, auth, subnet_id)
+    sent = {
+        "instances": [
+            {k: v.replace("{instance}", instance) for k, v in b.items()} for b in body["instances"]
+        ]
+    }
+    before = await events_of(store, instance)
+    refused = await boot(
+        command_client, {"Authorization": f"Bearer {token_for(tenant, scope)}"}, sent, content_type
+    )
+    assert refused.status_code == status, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert await events_of(store, instance) == before
