@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from command_api.domain import instance, network, subnet
 from command_api.handlers import (
@@ -14,6 +14,7 @@ from command_api.handlers import (
     Repository,
     execute,
     fresh,
+    read_together,
 )
 from events.contracts import IpAllocated
 
@@ -144,6 +145,15 @@ def _lifecycle(
         return await execute(repository, context, decide)
 
     return handle
+
+
+async def read_instances(
+    repository: Repository, context: CommandContext, instance_ids: Sequence[uuid.UUID]
+) -> None:
+    """Ahead of a command on each of many instances (the provisioner's boots): the instances
+    this process has not cached, read in one round trip."""
+    streams = [instance.stream_id(instance_id) for instance_id in instance_ids]
+    await read_together(repository, context.tenant_id, streams, instance.evolve)
 
 
 mark_running = _lifecycle(instance.MarkRunning)

@@ -342,14 +342,17 @@ async def mark_running(
 async def instances_running(lane: LaneRequest) -> JsonAnswer:
     """Mark a tenant's booted instances running, each as a command of its own: one refused (say,
     terminated meanwhile) or missing answers its own status and leaves the others to commit.
-    The concurrent commands share the store's append groups, so a call of 50 boots costs about
-    one request and one append instead of 50 of each (docs/BENCHMARKS.md, eleventh session).
+    The instances this process has not cached are read in one round trip first, and the
+    concurrent commands share the store's append groups, so a call of 50 boots costs about one
+    request, one read and one append instead of 50 of each (docs/BENCHMARKS.md, eleventh
+    session).
     A failure of the event store itself fails the whole call, and the provisioner calls again:
     marking a running instance running changes nothing."""
     body: BootsBody = lane.body
     context = _context(lane)
     repository: Repository = lane.state.repository
     async with lane.state.breakers.guard("event_store", failures=DATABASE_DOWN):
+        await commands.read_instances(repository, context, [boot.id for boot in body.instances])
         answers = await asyncio.gather(*(_boot(repository, context, b) for b in body.instances))
     return JsonAnswer({"instances": answers})
 

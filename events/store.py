@@ -127,6 +127,12 @@ ORDER BY stream_version
 LIMIT $3
 """
 
+_READ_STREAMS = f"""
+SELECT {_COLUMNS} FROM events
+WHERE stream_id = ANY($1::text[])
+ORDER BY stream_id, stream_version
+"""
+
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pool connection released without asyncpg's reset query (UNLISTEN, RESET ALL, advisory
@@ -372,6 +378,12 @@ class EventStore:
             if len(rows) < page_size:
                 return
             next_version = rows[-1]["stream_version"] + 1
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> list[RecordedEvent]:
+        """Every event of the streams, by stream and each stream's oldest first, in one round
+        trip: for many short streams read together (a whole stream is read, unpaged)."""
+        rows = await self.pool.fetch(_READ_STREAMS, list(stream_ids))
+        return [record_from_row(row) for row in rows]
 
     async def read_all(
         self, after: Checkpoint | None = None, limit: int = 1000

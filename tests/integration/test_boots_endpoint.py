@@ -1,7 +1,8 @@
 """The command service's call for many boots (`POST /internal/instances/running`, the
 provisioner's): each boot is a command of its own with its own answer, its events continue its
-own launch's trace, and a call it refuses writes nothing (real PostgreSQL; the command service
-in-process, through its fast lane and through FastAPI alike)."""
+own launch's trace, the instances it has not cached are read in one round trip, and a call it
+refuses writes nothing (real PostgreSQL; the command service in-process, through its fast lane
+and through FastAPI alike)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from command_api.app import create_app as create_command_app
 from events import EventStore
-from tests.integration.conftest import network_and_subnet
+from infra.settings import Settings
+from tests.integration.conftest import asgi_client, network_and_subnet
 
 PATH = "/internal/instances/running"
 #: Through the fast lane, and (a content type the lane leaves alone) through FastAPI.
@@ -139,3 +142,44 @@ async def test_a_call_it_refuses_writes_nothing(
     assert refused.status_code == status, refused.text
     assert refused.headers["content-type"] == "application/problem+json"
     assert await events_of(store, instance) == before
+
+
+async def test_instances_another_process_launched_are_read_in_one_round_trip(
+    command_client: httpx.AsyncClient,
+    settings: Settings,
+    store: EventStore,
+    tenant: str,
+    token_for: Callable[..., str],
+) -> None:
+    auth = {"Authorization": f"Bearer {token_for(tenant)}"}
+    _, subnet_id = await network_and_subnet(command_client, auth)
+    launched = [await launch(command_client, auth, subnet_id) for _ in range(3)]
+    other_auth = {"Authorization": f"Bearer {token_for(tenant + '-other')}"}
+    _, other_subnet = await network_and_subnet(command_client, other_auth)
+    anothers = await launch(command_client, other_auth, other_subnet)
+    other = create_command_app(settings)  # a second command process: nothing of them cached
+    async with asgi_client(other, "http://other") as client:
+        real = other.state.store
+        read_alone: list[str] = []
+        read_together: list[list[str]] = []
+
+        def read_stream(stream_id: str, *args: Any, **kwargs: Any) -> Any:
+            read_alone.append(stream_id)
+            return EventStore.read_stream(real, stream_id, *args, **kwargs)
+
+        def read_streams(stream_ids: list[str]) -> Any:
+            read_together.append(list(stream_ids))
+            return EventStore.read_streams(real, stream_ids)
+
+        real.read_stream, real.read_streams = read_stream, read_streams
+        answer = await boot(
+            client,
+            auth,
+            {"instances": [{"id": i} for i in [*launched, anothers]]},
+            "application/json",
+        )
+    assert [a["status"] for a in answer.json()["instances"]] == [200, 200, 200, 404]
+    assert read_together == [[f"instance-{i}" for i in [*launched, anothers]]]
+    assert read_alone == [f"instance-{anothers}"]  # read by its command, found another's
+    for instance_id in launched:
+        assert [t for t, _ in await events_of(store, instance_id)][-1] == "InstanceStarted"
