@@ -54,11 +54,11 @@ def http_session(
 
 
 class TransientFailure(Exception):
-    """The command service answered 5xx or 429; worth another try."""
+    """The call went wrong (5xx, 429, refused as a whole, unreadable); worth another try."""
 
 
 class PermanentFailure(Exception):
-    """The command service refused for good (4xx other than 429): stop trying this boot."""
+    """The command service refused this boot for good (its 4xx other than 429): stop trying."""
 
 
 #: Failures worth another try.
@@ -202,9 +202,16 @@ class CommandServiceClient:
             raw = await response.read()
             if response.status >= 500 or response.status == 429:
                 raise TransientFailure(f"{response.status} from {base}")
+        # Refusals are per boot, in the answer's body. A call refused as a whole (a command
+        # service without this endpoint yet, in a rolling upgrade; a token it does not take)
+        # says nothing about the boots: they wait and are tried again, never dropped.
         if response.status >= 400:
-            raise PermanentFailure(f"{response.status}: {raw[:200].decode(errors='replace')}")
-        return {answer["id"]: answer for answer in orjson.loads(raw)["instances"]}
+            detail = raw[:200].decode(errors="replace")
+            raise TransientFailure(f"{response.status} from {base}: {detail}")
+        try:
+            return {answer["id"]: answer for answer in orjson.loads(raw)["instances"]}
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            raise TransientFailure(f"unreadable answer from {base}: {error!r}") from None
 
 
 @dataclass(slots=True)

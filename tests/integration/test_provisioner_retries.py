@@ -42,6 +42,7 @@ class ScriptedService:
         self.client_ports: set[int] = set()
         self.refused: set[str] = set()
         self.skipped: set[str] = set()
+        self.unreadable = False
         #: Each call's tenant (from its token) and the instances it carried.
         self.carried: list[tuple[str, list[str]]] = []
 
@@ -59,6 +60,8 @@ class ScriptedService:
             if i not in self.skipped
         ]
         body = json.dumps({"instances": answers}).encode() if status == 200 else b"{}"
+        if self.unreadable:
+            body = b'{"instances": "not a list of answers"}'
         answer = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         answer.content_length = len(body)
         await answer.prepare(request)
@@ -139,12 +142,26 @@ async def test_retries_stop_after_the_attempts_allowed(
     assert len(scripted.calls) == 3
 
 
-async def test_a_refusal_is_not_tried_again(service: tuple[ScriptedService, str]) -> None:
+async def test_a_boot_refused_is_not_tried_again(service: tuple[ScriptedService, str]) -> None:
     scripted, url = service
-    scripted.script = [409]
-    with pytest.raises(PermanentFailure):
-        await mark_running(url, attempts=4)
+    refused = uuid.uuid4()
+    scripted.refused.add(str(refused))
+    async with http_session() as http:
+        with pytest.raises(PermanentFailure):
+            await client_for(http, url, attempts=4).mark_running("tenant-a", refused)
     assert len(scripted.calls) == 1
+
+
+@pytest.mark.parametrize("status", [404, 401, 422])
+async def test_a_call_refused_as_a_whole_is_tried_again(
+    service: tuple[ScriptedService, str], status: int
+) -> None:
+    # A command service without the endpoint yet (a rolling upgrade), a token it does not take:
+    # nothing about the boots themselves, which must not be dropped.
+    scripted, url = service
+    scripted.script = [status, 200]
+    await mark_running(url, attempts=4)
+    assert len(scripted.calls) == 2
 
 
 async def test_a_tenants_boots_asked_for_together_are_one_call_each_with_its_own_answer(
@@ -171,3 +188,13 @@ async def test_a_tenants_boots_asked_for_together_are_one_call_each_with_its_own
     assert first_a == ("tenant-a", [str(booted), str(refused), str(unanswered)])
     assert first_b == ("tenant-b", [str(other)])
     assert retry == ("tenant-a", [str(unanswered)])  # only the boot left without an answer
+
+
+async def test_an_answer_it_cannot_read_is_tried_again(
+    service: tuple[ScriptedService, str],
+) -> None:
+    scripted, url = service
+    scripted.unreadable = True
+    with pytest.raises(TransientFailure):
+        await mark_running(url, attempts=2)
+    assert len(scripted.calls) == 2
