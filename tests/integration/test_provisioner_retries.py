@@ -184,9 +184,11 @@ async def test_a_tenants_boots_asked_for_together_are_one_call_each_with_its_own
     assert isinstance(outcomes[1], PermanentFailure)
     assert isinstance(outcomes[2], TransientFailure)  # tried again, then given up
     assert outcomes[3] is None
-    first_a, first_b, retry = scripted.carried
-    assert first_a == ("tenant-a", [str(booted), str(refused), str(unanswered)])
-    assert first_b == ("tenant-b", [str(other)])
+    *first_calls, retry = scripted.carried  # the two first calls arrive in either order
+    assert sorted(first_calls) == [
+        ("tenant-a", [str(booted), str(refused), str(unanswered)]),
+        ("tenant-b", [str(other)]),
+    ]
     assert retry == ("tenant-a", [str(unanswered)])  # only the boot left without an answer
 
 
