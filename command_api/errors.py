@@ -10,7 +10,9 @@ from command_api.handlers import RetriesExhausted
 from infra import problems
 
 
-def to_problem(error: DomainError) -> problems.Problem:
+def to_problem(error: DomainError | RetriesExhausted) -> problems.Problem:
+    if isinstance(error, RetriesExhausted):
+        return problems.Conflict(str(error), kind="concurrency-conflict")
     if isinstance(error, InvalidInput):
         errors = [{"field": error.field or "body", "message": error.detail}]
         return problems.ValidationFailed(error.detail, kind=error.rule, errors=errors)
@@ -28,5 +30,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RetriesExhausted)
     async def on_retries_exhausted(request: Request, error: RetriesExhausted) -> Response:
-        problem = problems.Conflict(str(error), kind="concurrency-conflict")
-        return problems.render(problem, instance=request.url.path)
+        return problems.render(to_problem(error), instance=request.url.path)

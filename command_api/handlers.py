@@ -38,7 +38,7 @@ from command_api.domain.errors import DomainError, NotFound
 from command_api.metrics import AGGREGATE_LOADS, CONFLICTS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
-from events.model import AppendResult, IdempotencyRecord
+from events.model import AppendResult, IdempotencyRecord, RecordedEvent
 from infra.telemetry import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -250,13 +250,18 @@ class Loader:
         async for recorded in self.store.read_stream(loaded.stream_id, from_version=version + 1):
             if recorded.tenant_id != self.tenant_id:
                 raise missing
-            event = decode_recorded(recorded)
-            if isinstance(event, DomainEvent):
-                state = loaded.evolve(state, event)
+            state = _evolved(loaded.evolve, state, recorded)
             version, position = recorded.stream_version, recorded.position
         if version == loaded.version:
             return loaded
         return replace(loaded, state=state, version=version, position=position)
+
+
+def _evolved(evolve: Callable[[Any, DomainEvent], Any], state: Any, recorded: RecordedEvent) -> Any:
+    """`state` with a stored event folded in (an event of a type this code does not know
+    changes nothing)."""
+    event = decode_recorded(recorded)
+    return evolve(state, event) if isinstance(event, DomainEvent) else state
 
 
 async def read_together(
@@ -283,10 +288,11 @@ async def read_together(
         if recorded.tenant_id != tenant_id:  # another tenant's stream: as if missing
             continue
         loaded = folded.get(recorded.stream_id) or Loaded(recorded.stream_id, None, 0, 0, evolve)
-        event = decode_recorded(recorded)
-        state = evolve(loaded.state, event) if isinstance(event, DomainEvent) else loaded.state
         folded[recorded.stream_id] = replace(
-            loaded, state=state, version=recorded.stream_version, position=recorded.position
+            loaded,
+            state=_evolved(evolve, loaded.state, recorded),
+            version=recorded.stream_version,
+            position=recorded.position,
         )
     for loaded in folded.values():  # `put` keeps a version cached meanwhile if newer
         repository.cache.put(tenant_id, loaded)

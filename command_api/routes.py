@@ -34,7 +34,7 @@ from infra.http.fast_lane import FastRoute, LaneRequest, NotForTheLane
 from infra.http.json import JsonAnswer
 from infra.http.openapi import WRITE_PROBLEMS, problem_responses
 from infra.http.principal import principal_of
-from infra.problems import PROBLEM_TYPE_BASE, Conflict, NotFound, Problem, ValidationFailed
+from infra.problems import PROBLEM_TYPE_BASE, NotFound, ValidationFailed
 from infra.telemetry import context_of, tracer
 
 router = APIRouter(prefix="/v1", responses=problem_responses(*WRITE_PROBLEMS))
@@ -358,16 +358,13 @@ async def instances_running(lane: LaneRequest) -> JsonAnswer:
 
 
 async def _boot(repository: Repository, context: CommandContext, boot: Boot) -> dict[str, Any]:
-    problem: Problem
     with tracer.start_as_current_span(
         "mark running", context=context_of(boot.traceparent), kind=SpanKind.INTERNAL
     ):
         try:
             result = await commands.mark_running(repository, context, boot.id)
-        except DomainError as error:
+        except (DomainError, RetriesExhausted) as error:
             problem = to_problem(error)
-        except RetriesExhausted as error:
-            problem = Conflict(str(error), kind="concurrency-conflict")
         else:
             return {"status": result.status, **result.body}
     return {

@@ -6,6 +6,7 @@ and through FastAPI alike)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ async def boot(
 ) -> httpx.Response:
     return await client.post(
         PATH,
-        content=httpx.Request("POST", "/", json=body).content,
+        content=json.dumps(body),
         headers={**auth, "Content-Type": content_type},
     )
 
