@@ -79,7 +79,7 @@ class BootLoop:
         self.idle_seconds, self.batch = idle_seconds, batch
         self.refill = max(1, batch // 4)
         self._next_count = 0.0
-        self._settled: list[uuid.UUID] = []  # booted or refused, their rows not yet removed
+        self._settled: list[uuid.UUID] = []  # refused, their rows not yet removed
 
     async def run(self) -> None:
         running: set[asyncio.Task[None]] = set()
@@ -137,17 +137,23 @@ class BootLoop:
         return list(await self.pool.fetch(_CLAIM.format(table=table), limit))
 
     async def _boot_and_settle(self, row: asyncpg.Record) -> None:
-        """One boot, then its row: removed (with the others settled meanwhile, in one statement)
-        when done or refused, due later when worth a retry. A process that dies before the row
-        is removed leaves the lease to expire, and the boot runs again (marking a running
-        instance running changes nothing)."""
+        """One boot, then its row. A booted instance's row stays, under its lease, until
+        `PendingBoots` applies the InstanceStarted the boot wrote (a boot answered 200 without
+        writing one found the instance running, so that event is already in the store): the
+        loop deleting it too cost a statement per pass that waited on the row locks of the
+        provisioner's own projection, which deletes the same rows. A refused boot's row is
+        removed here (with the others refused meanwhile, in one statement); a boot worth another
+        try is due again later. A process that dies before either leaves the lease to expire,
+        and the boot runs again (marking a running instance running changes nothing)."""
         try:
             outcome = await self._traced_boot(row)
         except Exception:  # a bug, not a failed call: keep booting the others, retry this one
             log.exception("boot of %s failed", row["instance_id"])
             outcome = "retry"
         _BOOTED[outcome].inc()
-        if outcome != "retry":
+        if outcome == "booted":
+            return  # its row stays leased until `PendingBoots` applies the InstanceStarted
+        if outcome == "refused":
             self._settled.append(row["instance_id"])
             return
         try:

@@ -22,6 +22,7 @@ from projectors.provisioner.boots import PendingBoots
 from projectors.provisioner.command_client import (
     COMMAND_SERVICE,
     CommandServiceClient,
+    PermanentFailure,
     http_session,
 )
 from projectors.provisioner.loop import BootLoop
@@ -107,6 +108,10 @@ async def test_a_launched_instance_is_marked_running(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         assert await instance_state(store, instance_id) == ["InstanceLaunched", "InstanceStarted"]
+        # The booted instance's row stays, leased, until the projection applies InstanceStarted.
+        assert await pending_rows(store, instance_id) == 1
+        await boots.catch_up()
+        assert await pending_rows(store, instance_id) == 0
         # Booting again (a repeated delivery, a retry) changes nothing: the endpoint is
         # idempotent.
         await client_for(http, command_service, Breakers()).mark_running(
@@ -117,6 +122,15 @@ async def test_a_launched_instance_is_marked_running(
 
 async def _started(store: EventStore, instance_id: str) -> bool:
     return "InstanceStarted" in await instance_state(store, instance_id)
+
+
+async def pending_rows(store: EventStore, instance_id: str) -> int:
+    return int(
+        await store.pool.fetchval(
+            "SELECT count(*) FROM provisioner_boots_v1 WHERE instance_id = $1",
+            uuid.UUID(instance_id),
+        )
+    )
 
 
 async def test_a_dead_command_service_opens_the_breaker_and_keeps_the_boot(
@@ -213,13 +227,47 @@ async def test_a_slow_boot_does_not_hold_back_the_boots_due_after_it(own_store: 
         await wait_until(lambda: client.booted == set(ids[1:]), seconds=5)
         client.release.set()
         await wait_until(lambda: client.booted == set(ids), seconds=5)
-        await wait_until(  # each settled boot removed its own row
-            lambda: own_store.pool.fetchval(f"SELECT count(*) = 0 FROM {boots.table}"), seconds=5
+        # Each booted row stays, leased, for the projection to remove on InstanceStarted.
+        leased = await own_store.pool.fetchval(
+            f"SELECT count(*) FROM {boots.table} "
+            "WHERE attempts = 1 AND due_at > now() + interval '20 seconds'"
         )
+        assert leased == len(ids)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class _RefusesOne:
+    """Stands in for the command service client: refuses one instance, boots the others."""
+
+    def __init__(self, refused: uuid.UUID) -> None:
+        self.refused = refused
+
+    async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
+        if instance_id == self.refused:
+            raise PermanentFailure("409: cannot mark running an instance that is terminated")
+
+
+async def test_a_refused_boot_is_removed_and_a_booted_one_stays_leased(
+    own_store: EventStore,
+) -> None:
+    boots = PendingBoots(boot_delay_seconds=0.0)
+    async with own_store.pool.acquire() as connection:
+        for statement in boots.create_tables():
+            await connection.execute(statement)
+    refused, booted = uuid.uuid4(), uuid.uuid4()
+    await own_store.pool.execute(
+        f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
+        "SELECT unnest($1::uuid[]), 'acme', now()",
+        [refused, booted],
+    )
+    loop = BootLoop(own_store.pool, boots, _RefusesOne(refused))  # type: ignore[arg-type]
+    assert await loop.boot_due() == 2
+    rows = await own_store.pool.fetch(f"SELECT instance_id, attempts FROM {boots.table}")
+    # No event will remove the refused one's row; the booted one's InstanceStarted will.
+    assert {row["instance_id"]: row["attempts"] for row in rows} == {booted: 1}
 
 
 class _HeldBoots:
