@@ -4,10 +4,14 @@ POST, one SELECT per GET) behind an nginx rendered from the same template, in th
 
 Scenarios: POST /v1/networks, POST /v1/instances (rotating over each tenant's /16 subnets so
 launches neither exhaust a subnet nor all race on one), GET /v1/instances/{id}, GET
-/v1/instances?limit=50. Sides alternate which goes first from one scenario to the next; after a
-cloudnet write scenario the run waits until the read models and the provisioner caught up (the
-time is printed) so the backlog does not slow the next measurement. Memory (RSS and PSS, from
-/proc) of every process is taken idle and at its peak under load.
+/v1/instances?limit=50. Each scenario runs in rounds, the sides alternating in ABBA order within it
+and from one scenario to the next: this machine's speed drifts within a minute, and one pair of
+runs per scenario gave creates 0.49x and then 0.65x on the same code in two `make bench` runs half
+an hour apart (docs/BENCHMARKS.md, eleventh session). The figures are each side's rounds pooled,
+with the per-round ratios' median and range beside them.
+After each cloudnet write round the run waits until the read models and the provisioner caught
+up (the time is printed) so the backlog does not slow the next measurement. Memory (RSS and PSS,
+from /proc) of every process is taken idle and at its peak under load.
 
 Run: `make bench-gateway`, or `.venv/bin/python -m benchmarks.gateway --help`.
 """
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,16 +71,48 @@ SCENARIOS = (
 )
 
 
+def pooled(rounds: list[WrkResult]) -> WrkResult:
+    """One side's rounds as one run: their answers over their seconds; the latency percentiles
+    are the median round's (wrk reports percentiles, which do not add up)."""
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    for result in rounds:
+        statuses.update(result.statuses)
+        errors.update(result.errors)
+    return WrkResult(
+        seconds=sum(result.seconds for result in rounds),
+        requests=sum(result.requests for result in rounds),
+        latency={
+            key: statistics.median(result.latency[key] for result in rounds)
+            for key in rounds[0].latency
+        },
+        statuses=dict(statuses),
+        errors=dict(errors),
+    )
+
+
 @dataclass
 class Sides:
-    """Per scenario and side, the wrk figures; and how long each write backlog took to drain."""
+    """Per scenario and side, the wrk figures of each round; and how long the write backlogs
+    took to drain, all rounds together."""
 
-    results: dict[tuple[str, str], WrkResult] = field(default_factory=dict)
+    rounds: dict[tuple[str, str], list[WrkResult]] = field(default_factory=dict)
     drained: dict[str, float] = field(default_factory=dict)
 
+    def add(self, title: str, side: str, result: WrkResult) -> None:
+        self.rounds.setdefault((title, side), []).append(result)
+
+    def result(self, title: str, side: str) -> WrkResult:
+        return pooled(self.rounds[(title, side)])
+
+    def round_ratios(self, title: str) -> list[float]:
+        """cloudnet's 2xx rate over the baseline's, round by round."""
+        pairs = zip(self.rounds[(title, "cloudnet")], self.rounds[(title, "baseline")], strict=True)
+        return [ours.ok_per_second / base.ok_per_second for ours, base in pairs]
+
     def until_done(self, title: str) -> float:
-        """cloudnet's 2xx answers per second of the run and of its backlog's drain."""
-        result = self.results[(title, "cloudnet")]
+        """cloudnet's 2xx answers per second of its runs and of their backlogs' drains."""
+        result = self.result(title, "cloudnet")
         return result.ok_per_second * result.seconds / (result.seconds + self.drained[title])
 
 
@@ -111,6 +149,7 @@ def mesh_pids(mesh: Mesh) -> dict[str, int]:
 @dataclass(frozen=True, slots=True)
 class GatewayOptions:
     seconds: float
+    rounds: int
     warmup: float
     connections: int
     tenants: int
@@ -138,56 +177,72 @@ def measure(
         for sampler in samplers.values():
             sampler.measure_idle()
         for number, scenario in enumerate(SCENARIOS):
-            order = ("baseline", "cloudnet") if number % 2 == 0 else ("cloudnet", "baseline")
-            for side in order:
-                data = files.path(side, scenario)
+            data = {side: files.path(side, scenario) for side in urls}
+            for side in urls:
                 if options.warmup:
                     run_wrk(
                         urls[side],
                         scenario.script,
-                        data,
+                        data[side],
                         connections=options.connections,
                         seconds=options.warmup,
                     )
-                with samplers[side].sampling():
-                    result = run_wrk(
-                        urls[side],
-                        scenario.script,
-                        data,
-                        connections=options.connections,
-                        seconds=options.seconds,
-                    )
-                sides.results[(scenario.title, side)] = result
-                console.print(
-                    f"  {scenario.title:<28} {side:<8} {result.ok_per_second:8,.0f} ok/s  "
-                    f"p99 {ms(result.latency['p99'])} ms  non-2xx {result.unexpected or 0}  "
-                    f"socket errors {result.socket_errors}"
-                )
-                if side == "cloudnet" and scenario.writes:
-                    drained = sides.drained[scenario.title] = asyncio.run(
-                        catch_up(mesh, seeded.tokens)
-                    )
-                    # What the run asked for is done only when its backlog is: a launch's boot
-                    # comes after it, and a provisioner that falls behind during the run
-                    # defers work past it rather than saving any.
+                    if side == "cloudnet" and scenario.writes:  # no backlog into a timed round
+                        asyncio.run(catch_up(mesh, seeded.tokens))
+            for round_number in range(options.rounds):
+                # ABBA: each side goes first in every other round, and the next scenario
+                # starts with the side this one ended with.
+                first_is_baseline = (number + round_number) % 2 == 0
+                order = ("baseline", "cloudnet") if first_is_baseline else ("cloudnet", "baseline")
+                for side in order:
+                    with samplers[side].sampling():
+                        result = run_wrk(
+                            urls[side],
+                            scenario.script,
+                            data[side],
+                            connections=options.connections,
+                            seconds=options.seconds,
+                        )
+                    sides.add(scenario.title, side, result)
                     console.print(
-                        f"  (cloudnet backlog drained {drained:.1f} s after the run: "
-                        f"{sides.until_done(scenario.title):,.0f} ok/s until all was done)"
+                        f"  {scenario.title:<28} {side:<8} round {round_number + 1} "
+                        f"{result.ok_per_second:8,.0f} ok/s  p99 {ms(result.latency['p99'])} ms  "
+                        f"non-2xx {result.unexpected or 0}  socket errors {result.socket_errors}"
                     )
+                    if side == "cloudnet" and scenario.writes:
+                        drained = asyncio.run(catch_up(mesh, seeded.tokens))
+                        sides.drained[scenario.title] = (
+                            sides.drained.get(scenario.title, 0.0) + drained
+                        )
+                        console.print(f"  (cloudnet backlog drained {drained:.1f} s after it)")
+            if scenario.writes:
+                # What the runs asked for is done only when their backlog is: a launch's boot
+                # comes after it, and a provisioner that falls behind during a run defers
+                # work past it rather than saving any.
+                console.print(
+                    f"  {scenario.title}: cloudnet {sides.until_done(scenario.title):,.0f} "
+                    "ok/s until all was done"
+                )
     return sides, samplers["cloudnet"], samplers["baseline"]
+
+
+#: The columns whose cells must stay on one line.
+UNWRAPPED = ("scenario", "rounds: median, range")
 
 
 def throughput_table(sides: Sides, options: GatewayOptions) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"Through the gateway: wrk, {options.connections} connections, "
-        f"{options.seconds:g} s per side (latency in ms)",
+        title=f"Through the gateway: wrk, {options.connections} connections, {options.rounds} "
+        f"rounds of {options.seconds:g} s per side (rates: the rounds pooled; latency in ms: the "
+        "median round's)",
     )
     columns = (
         "scenario",
         "cloudnet/s",
         "baseline/s",
         "ratio",
+        "rounds: median, range",
         "cloudnet p50",
         "p99",
         "baseline p50",
@@ -197,15 +252,19 @@ def throughput_table(sides: Sides, options: GatewayOptions) -> Table:
         "baseline non-2xx",
     )
     for column in columns:
-        table.add_column(column, justify="left" if column == "scenario" else "right")
+        table.add_column(
+            column, justify="left" if column == "scenario" else "right", no_wrap=column in UNWRAPPED
+        )
     for scenario in SCENARIOS:
-        ours = sides.results[(scenario.title, "cloudnet")]
-        base = sides.results[(scenario.title, "baseline")]
+        ours = sides.result(scenario.title, "cloudnet")
+        base = sides.result(scenario.title, "baseline")
+        per_round = sides.round_ratios(scenario.title)
         table.add_row(
             scenario.title,
             f"{ours.ok_per_second:,.0f}",
             f"{base.ok_per_second:,.0f}",
             ratio(ours.ok_per_second, base.ok_per_second),
+            f"{statistics.median(per_round):.2f}, {min(per_round):.2f}-{max(per_round):.2f}",
             ms(ours.latency["p50"]),
             ms(ours.latency["p99"]),
             ms(base.latency["p50"]),
@@ -240,8 +299,13 @@ def memory_table(cloudnet: MemorySampler, baseline: MemorySampler) -> Table:
 def as_json(sides: Sides, cloudnet: MemorySampler, baseline: MemorySampler) -> dict[str, Any]:
     return {
         "scenarios": {
-            f"{title} ({side})": result.as_dict() for (title, side), result in sides.results.items()
+            f"{title} ({side})": {
+                **sides.result(title, side).as_dict(),
+                "rounds": [result.as_dict() for result in rounds],
+            }
+            for (title, side), rounds in sides.rounds.items()
         },
+        "round_ratios": {title: sides.round_ratios(title) for title, _ in sides.rounds},
         "backlog_drained_seconds": sides.drained,
         "ok_per_second_until_done": {title: sides.until_done(title) for title in sides.drained},
         "memory_mib": {
@@ -256,8 +320,11 @@ def as_json(sides: Sides, cloudnet: MemorySampler, baseline: MemorySampler) -> d
 
 
 def main(
-    seconds: Annotated[float, typer.Option(help="Timed seconds per scenario and side")] = 15,
-    warmup: Annotated[float, typer.Option(help="Untimed seconds before each timed run")] = 2,
+    seconds: Annotated[float, typer.Option(help="Timed seconds per round, scenario and side")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds per scenario (ABBA order)")] = 3,
+    warmup: Annotated[
+        float, typer.Option(help="Untimed seconds per scenario and side, before its rounds")
+    ] = 2,
     connections: Annotated[int, typer.Option(help="wrk connections")] = 64,
     tenants: Annotated[int, typer.Option(help="Tenants the requests rotate over")] = 8,
     subnets: Annotated[int, typer.Option(help="/16 subnets per tenant (for launches)")] = 8,
@@ -274,7 +341,7 @@ def main(
     """cloudnet's gateway next to a minimal FastAPI app behind the same nginx, same run."""
     console = Console(width=170)
     open_files = raise_open_files_limit()
-    options = GatewayOptions(seconds, warmup, connections, tenants, subnets, instances)
+    options = GatewayOptions(seconds, rounds, warmup, connections, tenants, subnets, instances)
     ports = BaselinePorts(gateway=baseline_port, app=baseline_port + 4, base=baseline_port + 4)
     mesh_options = MeshOptions(state_dir, base_port, gateway_port, prometheus_port)
     with running_mesh(mesh_options, console.print) as mesh:

@@ -95,6 +95,13 @@ def peer_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+def _round_range(ratios: list[float] | None) -> str:
+    """The spread of a scenario's per-round ratios, when it ran more than one round."""
+    if not ratios or len(ratios) < 2:
+        return ""
+    return f" (rounds {min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def gateway_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """`benchmarks.gateway --json-out`: scenarios keyed "<title> (cloudnet|baseline)"."""
     scenarios = figures["scenarios"]
@@ -112,7 +119,8 @@ def gateway_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]
                 f"{_rate(ours['requests_per_second'])}, p99 {ours['latency_ms']['p99']:,.0f} ms",
                 f"FastAPI+uvicorn {_rate(base['requests_per_second'])}, "
                 f"p99 {base['latency_ms']['p99']:,.0f} ms",
-                _ratio(ours["requests_per_second"], base["requests_per_second"]),
+                _ratio(ours["requests_per_second"], base["requests_per_second"])
+                + _round_range(figures.get("round_ratios", {}).get(title)),
                 "≥ 1.0x",
             )
         )
@@ -218,7 +226,7 @@ STEPS = [
         "Commands and queries through the gateway (wrk), memory",
         "benchmarks.gateway",
         [],
-        ["--seconds", "3", "--warmup", "1"],
+        ["--seconds", "2", "--rounds", "2", "--warmup", "1"],
         gateway_rows,
     ),
     Step(

@@ -16,12 +16,13 @@ def test_the_gateway_rows_pair_each_scenario_with_its_baseline() -> None:
     figures = {
         "scenarios": {"POST /v1/networks (cloudnet)": side, "POST /v1/networks (baseline)": base},
         "memory_mib": {"command-1": {"idle_rss": 70.2, "load_rss": 74.9}},
+        "round_ratios": {"POST /v1/networks": [0.31, 0.22, 0.24]},
     }
 
     rows = suite.gateway_rows(figures)
 
     assert rows[0][0] == "gateway: POST /v1/networks"
-    assert rows[0][3] == "0.25x"
+    assert rows[0][3] == "0.25x (rounds 0.22-0.31)"
     assert rows[1][1] == "RSS 70 MiB idle, 75 MiB under load"
 
 
