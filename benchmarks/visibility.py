@@ -19,11 +19,12 @@ omission); the send delay (actual minus scheduled) is printed separately.
 
 Server side, from each service's Prometheus /metrics (scraped directly on the programs' ports
 before and after the run; their deltas are the run's): the HTTP duration histograms of the
-routes used and the relay's publish-latency histogram, as quantiles of the bucket deltas (the
-bucket's upper bound: "≤ 25 ms"), and the projections' events applied. The projector runtime
-exports no lag histogram, only the gauge `cloudnet_projection_lag_seconds` (the age of the last
-applied event when it was applied); it is sampled every 0.5 s from the projector that applies
-each projection, and the quantiles are over those samples.
+routes used, the relay's publish-latency histogram and the projections' own lag histogram
+(`cloudnet_projection_apply_lag_seconds`: per batch applied, the age of its oldest event), as
+quantiles of the bucket deltas (the bucket's upper bound: "≤ 25 ms"), and the projections' events
+applied. Nothing is scraped while the commands run: sampling the lag gauge of every consumer twice
+a second, as this benchmark did before the runtime had the histogram, loaded the machine it
+measured.
 
 Run: `.venv/bin/python -m benchmarks.visibility --rate 200 --seconds 60` (`--help` for every
 option). It uses the mesh that is up in CLOUDNET_STATE_DIR, else starts one and stops it at the
@@ -77,16 +78,13 @@ SUBNETS_PER_NETWORK = 256
 LATE_SEND_MS, BUSY_GENERATOR = 20.0, 0.8
 #: aiohttp's exceptions for a request that got no answer.
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
-#: How often the projectors' lag gauges are sampled while commands run.
-GAUGE_SAMPLE_SECONDS = 0.5
 #: Metric families read from the services' /metrics.
 HTTP_DURATION = "cloudnet_http_request_duration_seconds"
 RELAY_PUBLISH = "cloudnet_relay_publish_seconds"
-PROJECTION_LAG = "cloudnet_projection_lag_seconds"
-PROJECTION_POSITION = "cloudnet_projection_checkpoint_position"
+PROJECTION_LAG = "cloudnet_projection_apply_lag_seconds"
 PROJECTION_APPLIED = "cloudnet_projection_events_applied_total"
 #: What is read before and after the run.
-SERVER_FAMILIES = (HTTP_DURATION, RELAY_PUBLISH, PROJECTION_APPLIED)
+SERVER_FAMILIES = (HTTP_DURATION, RELAY_PUBLISH, PROJECTION_LAG, PROJECTION_APPLIED)
 #: The routes this benchmark calls (route templates, as the services label them).
 ROUTES_USED = (
     ("POST", "/v1/networks"),
@@ -201,23 +199,6 @@ class MetricsReader:
         return parse_metrics(response.text, families)
 
 
-def active_projection_gauges(
-    pages: Mapping[str, Mapping[SampleKey, float]], gauge: str
-) -> dict[str, float]:
-    """Per projection, `gauge` from the process that applied it furthest (standbys keep the
-    value from when they last applied)."""
-    best: dict[str, tuple[float, float]] = {}
-    for page in pages.values():
-        for (name, labels), position in page.items():
-            if name != PROJECTION_POSITION:
-                continue
-            projection = dict(labels)["projection"]
-            value = page.get((gauge, labels))
-            if value is not None and position >= best.get(projection, (-1.0, 0.0))[0]:
-                best[projection] = (position, value)
-    return {projection: value for projection, (_, value) in best.items()}
-
-
 # -- the load ---------------------------------------------------------------------------------
 
 
@@ -242,8 +223,6 @@ class Recorder:
     server_errors: list[dict[str, Any]] = field(default_factory=list)
     last_send: float = 0.0
     last_answer: float = 0.0
-    #: Per projection: the lag gauge samples taken while commands ran.
-    lag_gauges: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,18 +378,6 @@ class Visibility:
                 await asyncio.sleep(poll)
 
 
-async def sample_gauges(
-    reader: MetricsReader, recorder: Recorder, stop: asyncio.Event, programs: list[str]
-) -> None:
-    """Every GAUGE_SAMPLE_SECONDS, each projection's lag gauge from its active projector."""
-    while not stop.is_set():
-        pages = await reader.read(programs, (PROJECTION_LAG, PROJECTION_POSITION))
-        for projection, value in active_projection_gauges(pages, PROJECTION_LAG).items():
-            recorder.lag_gauges[projection].append(value)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), GAUGE_SAMPLE_SECONDS)
-
-
 @dataclass
 class Outcome:
     recorder: Recorder
@@ -427,17 +394,10 @@ async def measure(mesh: Mesh, tokens: list[str], options: VisibilityOptions) -> 
         scraper = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
         reader = MetricsReader(mesh, scraper)
         everything = reader.programs("command-", "query-", "relay-", "projector-", "provisioner-")
-        projectors = reader.programs("projector-", "provisioner-")
         before = await reader.read(everything, SERVER_FAMILIES)
         visibility = Visibility(commands, pollers, tokens, options)
-        stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_gauges(reader, visibility.recorder, stop, projectors))
-        try:
-            started = await visibility.run()
-            await visibility.drain()
-        finally:
-            stop.set()
-            await sampler
+        started = await visibility.run()
+        await visibility.drain()
         after = await reader.read(everything, SERVER_FAMILIES)
     return Outcome(visibility.recorder, started, before, after)
 
@@ -567,26 +527,35 @@ class Report:
             if name == PROJECTION_APPLIED
         }
 
+    def projection_lags(self) -> dict[str, HistogramDelta]:
+        """Per projection, its lag histogram over the run (summed over its projectors)."""
+        before = add_samples(self.outcome.before.values())
+        after = add_samples(self.outcome.after.values())
+        return {
+            delta.labels["projection"]: delta
+            for delta in histogram_deltas(before, after, PROJECTION_LAG)
+            if delta.count > 0
+        }
+
     def projections_table(self) -> Table:
         table = Table(
             box=box.SIMPLE_HEAD,
             title=(
-                f"Projections: events applied, and the gauge {PROJECTION_LAG} "
-                f"sampled every {GAUGE_SAMPLE_SECONDS:g} s (ms)"
+                f"Projections: events applied, and {PROJECTION_LAG} over the run (per batch, "
+                "the age of its oldest event when applied; bucket bound, ms)"
             ),
         )
-        columns = ("projection", "applied", "samples", *(f"p{p}" for p in TAIL_PERCENTILES), "max")
+        columns = ("projection", "applied", "batches", *(f"p{p}" for p in TAIL_PERCENTILES))
         for column in columns:
             table.add_column(column, justify="left" if column == "projection" else "right")
-        applied, gauges = self.applied(), self.recorder.lag_gauges
-        for projection in sorted(applied.keys() | gauges.keys()):
-            samples = gauges[projection]
+        applied, lags = self.applied(), self.projection_lags()
+        for projection in sorted(applied.keys() | lags.keys()):
+            lag = lags.get(projection)
             table.add_row(
                 projection,
                 f"{applied.get(projection, 0):,.0f}",
-                f"{len(samples):,}",
-                *(ms(percentile(samples, p)) for p in TAIL_PERCENTILES),
-                ms(max(samples, default=math.nan)),
+                f"{lag.count:,.0f}" if lag else "0",
+                *(bound_text(lag.quantile(p / 100) if lag else math.nan) for p in TAIL_PERCENTILES),
             )
         return table
 
@@ -633,16 +602,12 @@ class Report:
             "poll_requests": recorder.polls,
             "poll_answers": dict(sorted(recorder.poll_answers.items())),
             "server_histograms_ms": {
-                label: {
-                    "count": delta.count,
-                    **{f"p{p}_le": delta.quantile(p / 100) * 1000 for p in TAIL_PERCENTILES},
-                }
-                for label, delta in self.server_histograms()
+                label: _histogram_quantiles(delta) for label, delta in self.server_histograms()
             },
             "projections": {
                 projection: {
                     "applied": applied,
-                    "lag_gauge_ms": _quantiles(self.recorder.lag_gauges[projection]),
+                    **_histogram_quantiles(self.projection_lags().get(projection)),
                 }
                 for projection, applied in self.applied().items()
             },
@@ -657,6 +622,16 @@ def _share(part: int, whole: int) -> str:
 def _others(statuses: Counter[int]) -> str:
     others = [f"{n:,} x {status}" for status, n in sorted(statuses.items()) if status != 201]
     return ", ".join(others) or "0"
+
+
+def _histogram_quantiles(delta: HistogramDelta | None) -> dict[str, float]:
+    """A histogram's count and quantiles (bucket upper bounds, ms) for the JSON figures."""
+    if delta is None:
+        return {"count": 0}
+    return {
+        "count": delta.count,
+        **{f"p{p}_le": delta.quantile(p / 100) * 1000 for p in TAIL_PERCENTILES},
+    }
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:

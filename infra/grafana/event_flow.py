@@ -149,10 +149,20 @@ def event_flow() -> dict[str, Any]:
             Row("Projections"),
             timeseries(
                 "Projection lag",
-                "Age of the last applied event when it was applied, per read-model version.",
+                "Age of the last applied event when it was applied, per read-model version; "
+                "p99: of each batch's oldest event, over the rate interval.",
                 Query(
                     f"max by (projection) (cloudnet_projection_lag_seconds{{{PROJECTION}}})",
                     "{{projection}}",
+                ),
+                Query(
+                    quantile(
+                        0.99,
+                        "cloudnet_projection_apply_lag_seconds",
+                        "projection",
+                        selector=PROJECTION,
+                    ),
+                    "p99 {{projection}}",
                 ),
                 unit="s",
                 thresholds=((30, "red"),),
