@@ -106,9 +106,12 @@ class Sides:
         return pooled(self.rounds[(title, side)])
 
     def round_ratios(self, title: str) -> list[float]:
-        """cloudnet's 2xx rate over the baseline's, round by round."""
+        """cloudnet's 2xx rate over the baseline's, round by round (rounds where the baseline
+        answered no 2xx at all are left out: they have no ratio)."""
         pairs = zip(self.rounds[(title, "cloudnet")], self.rounds[(title, "baseline")], strict=True)
-        return [ours.ok_per_second / base.ok_per_second for ours, base in pairs]
+        return [
+            ours.ok_per_second / base.ok_per_second for ours, base in pairs if base.ok_per_second
+        ]
 
     def until_done(self, title: str) -> float:
         """cloudnet's 2xx answers per second of its runs and of their backlogs' drains."""
@@ -264,7 +267,7 @@ def throughput_table(sides: Sides, options: GatewayOptions) -> Table:
             f"{ours.ok_per_second:,.0f}",
             f"{base.ok_per_second:,.0f}",
             ratio(ours.ok_per_second, base.ok_per_second),
-            f"{statistics.median(per_round):.2f}, {min(per_round):.2f}-{max(per_round):.2f}",
+            _median_and_range(per_round),
             ms(ours.latency["p50"]),
             ms(ours.latency["p99"]),
             ms(base.latency["p50"]),
@@ -274,6 +277,12 @@ def throughput_table(sides: Sides, options: GatewayOptions) -> Table:
             _bad(base),
         )
     return table
+
+
+def _median_and_range(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def _bad(result: WrkResult) -> str:
@@ -305,7 +314,10 @@ def as_json(sides: Sides, cloudnet: MemorySampler, baseline: MemorySampler) -> d
             }
             for (title, side), rounds in sides.rounds.items()
         },
-        "round_ratios": {title: sides.round_ratios(title) for title, _ in sides.rounds},
+        "round_ratios": {
+            title: sides.round_ratios(title)
+            for title in dict.fromkeys(title for title, _ in sides.rounds)
+        },
         "backlog_drained_seconds": sides.drained,
         "ok_per_second_until_done": {title: sides.until_done(title) for title in sides.drained},
         "memory_mib": {
