@@ -54,8 +54,9 @@ LAG_SECONDS = Gauge(
     ["projection"],
 )
 #: Per batch, the age of its oldest fresh event when the batch was applied: how long the slowest
-#: event of each batch took from its commit to this read model. The benchmarks read its quantiles
-#: from two scrapes (`benchmarks/visibility.py`); the gauge above only shows the latest batch.
+#: event of each batch took from its append (`recorded_at`, the appending transaction's start) to
+#: this read model. The benchmarks read its quantiles from two scrapes (`benchmarks/visibility.py`);
+#: the gauge above only shows the latest batch.
 APPLY_LAG_SECONDS = Histogram(
     "cloudnet_projection_apply_lag_seconds",
     "Age of the oldest event of each batch a read model applied, when it was applied.",
