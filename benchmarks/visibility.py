@@ -384,6 +384,13 @@ class Outcome:
     started: float
     before: dict[str, dict[SampleKey, float]]
     after: dict[str, dict[SampleKey, float]]
+    #: The two scrapes summed over the programs, which every server-side figure is read from.
+    before_total: dict[SampleKey, float] = field(init=False)
+    after_total: dict[SampleKey, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.before_total = add_samples(self.before.values())
+        self.after_total = add_samples(self.after.values())
 
 
 async def measure(mesh: Mesh, tokens: list[str], options: VisibilityOptions) -> Outcome:
@@ -491,8 +498,7 @@ class Report:
         return table
 
     def server_histograms(self) -> list[tuple[str, HistogramDelta]]:
-        before = add_samples(self.outcome.before.values())
-        after = add_samples(self.outcome.after.values())
+        before, after = self.outcome.before_total, self.outcome.after_total
         rows: list[tuple[str, HistogramDelta]] = []
         for delta in histogram_deltas(before, after, HTTP_DURATION):
             route = (delta.labels.get("method", ""), delta.labels.get("route", ""))
@@ -519,8 +525,7 @@ class Report:
 
     def applied(self) -> dict[str, float]:
         """Events each projection applied during the run (summed over its projectors)."""
-        before = add_samples(self.outcome.before.values())
-        after = add_samples(self.outcome.after.values())
+        before, after = self.outcome.before_total, self.outcome.after_total
         return {
             dict(labels)["projection"]: value - before.get((name, labels), 0.0)
             for (name, labels), value in sorted(after.items())
@@ -529,8 +534,7 @@ class Report:
 
     def projection_lags(self) -> dict[str, HistogramDelta]:
         """Per projection, its lag histogram over the run (summed over its projectors)."""
-        before = add_samples(self.outcome.before.values())
-        after = add_samples(self.outcome.after.values())
+        before, after = self.outcome.before_total, self.outcome.after_total
         return {
             delta.labels["projection"]: delta
             for delta in histogram_deltas(before, after, PROJECTION_LAG)
@@ -565,6 +569,7 @@ class Report:
         answered = recorder.last_answer - self.outcome.started
         every_lag = [s for samples in recorder.lags.values() for s in samples]
         every_latency = [s for samples in recorder.latencies.values() for s in samples]
+        projection_lags = self.projection_lags()
         return {
             "target_rate": self.options.rate,
             "seconds": self.options.seconds,
@@ -607,7 +612,7 @@ class Report:
             "projections": {
                 projection: {
                     "applied": applied,
-                    **_histogram_quantiles(self.projection_lags().get(projection)),
+                    **_histogram_quantiles(projection_lags.get(projection)),
                 }
                 for projection, applied in self.applied().items()
             },
