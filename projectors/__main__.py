@@ -4,6 +4,9 @@ At start it catches every read model up from the store (whatever was published b
 queue existed), then consumes batches from RabbitMQ, one queue for all its read models (see
 `projectors.group`); a periodic pass heals what a lost message or a resumed (`dlq retry`)
 projection still lacks.
+
+The provisioner's pending boots are applied here too, with the read models
+(`projectors.catalog.projector_runners`); the provisioner process works that list.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from infra.broker import rabbit_broker
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
-from projectors.catalog import READ_MODELS, READ_MODELS_GROUP
+from projectors.catalog import READ_MODELS_GROUP, RETIRED_GROUPS, projector_runners
 from projectors.consumer import consumer_health, delete_queues, queue_name, subscribe
 from projectors.group import ProjectionGroup
-from projectors.runtime import TRANSIENT, LiveProjection
+from projectors.runtime import TRANSIENT, ProjectionRunner
 
 settings = Settings()
 broker = rabbit_broker(settings, "projector")
-runners: list[LiveProjection] = []
+runners: list[ProjectionRunner] = []
 log = logging.getLogger("projectors")
 
 
@@ -53,14 +56,12 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     store = await EventStore.connect(
         settings.database_url, min_size=1, max_size=settings.db_pool_max, durable_commits=False
     )
-    runners.extend(LiveProjection(store, factory) for factory in READ_MODELS.values())
+    runners.extend(projector_runners(store, settings.boot_delay_seconds))
     for runner in runners:
         await runner.catch_up()
     subscribe(broker, settings.exchange, ProjectionGroup(READ_MODELS_GROUP, runners))
     await broker.start()
-    # Each read model had a queue of its own before they shared one: in a mesh upgraded in
-    # place nothing would consume those any more, and they would fill forever.
-    await delete_queues(broker, [queue_name(settings.exchange, name) for name in READ_MODELS])
+    await delete_queues(broker, [queue_name(settings.exchange, name) for name in RETIRED_GROUPS])
     for runner in runners:  # what was published before the queue existed is not queued
         await runner.catch_up()
 

@@ -1,9 +1,9 @@
 """Feeds a group of projections from one durable RabbitMQ queue (FastStream).
 
-One queue per process kind (the projector's read models together, the provisioner), bound to
-the events exchange, with single active consumer: several processes may run, exactly one
-applies the batches at a time and the others take over when it dies. A message is acked only
-after its transaction commits. See https://faststream.ag2.ai/latest/rabbit/ack/
+One queue per process kind (the projector's read models and the provisioner's pending boots
+together), bound to the events exchange, with single active consumer: several processes may
+run, exactly one applies the batches at a time and the others take over when it dies. A message
+is acked only after its transaction commits. See https://faststream.ag2.ai/latest/rabbit/ack/
 """
 
 from __future__ import annotations

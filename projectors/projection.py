@@ -60,9 +60,7 @@ class Projection(Protocol):
 
     @property
     def handled_types(self) -> frozenset[str] | None:
-        """The event types `statements` may answer with a statement for; None: any type. A
-        batch with none of them changes no row, and `projectors.group` only moves the
-        checkpoint."""
+        """The event types `statements` may answer with a statement for; None: any type."""
         ...
 
     def tables(self) -> list[str]:

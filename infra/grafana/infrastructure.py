@@ -136,7 +136,7 @@ def infrastructure() -> dict[str, Any]:
             Row("RabbitMQ"),
             timeseries(
                 "Connections, channels, consumers",
-                "Broker clients: relays publish, projectors and the provisioner consume.",
+                "Broker clients: relays publish, projectors consume.",
                 Query("sum(rabbitmq_connections)", "connections"),
                 Query("sum(rabbitmq_channels)", "channels"),
                 Query("sum(rabbitmq_consumers)", "consumers"),

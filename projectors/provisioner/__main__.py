@@ -1,4 +1,8 @@
-"""`python -m projectors.provisioner`: the provisioner process (composition root)."""
+"""`python -m projectors.provisioner`: the provisioner process (composition root).
+
+It works the pending boots the projector keeps (`PendingBoots`, applied with the read models);
+it consumes nothing from the broker itself.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,10 @@ from typing import Any
 
 from events.store import EventStore
 from infra.breakers import Breakers
-from infra.broker import rabbit_broker
 from infra.discovery import RoundRobin, discovery_from_settings
 from infra.serve import serve
 from infra.settings import Settings
 from infra.worker import create_worker_app
-from projectors.consumer import consumer_health, subscribe
-from projectors.group import ProjectionGroup
 from projectors.provisioner.boots import PendingBoots
 from projectors.provisioner.command_client import (
     COMMAND_SERVICE,
@@ -24,24 +25,19 @@ from projectors.provisioner.loop import BootLoop
 from projectors.runtime import ProjectionRunner
 
 settings = Settings()
-broker = rabbit_broker(settings, "provisioner")
+#: The pending boots as the projector keeps them (read for `/health`).
 runners: list[ProjectionRunner] = []
 
 
 async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]:
-    # Its boots are derived from the events too, and a boot done twice is one boot (the
-    # command service's internal endpoint changes nothing the second time): its commits need
-    # not wait for the WAL flush.
+    # A boot done twice is one boot (the command service's internal endpoint changes nothing
+    # the second time), and its rows are derived from the events: its commits need not wait for
+    # the WAL flush.
     store = await EventStore.connect(
         settings.database_url, min_size=1, max_size=4, durable_commits=False
     )
-    boots = PendingBoots(settings.boot_delay_seconds)
-    runner = ProjectionRunner(store, boots)
-    runners.append(runner)
-    await runner.catch_up()
-    subscribe(broker, settings.exchange, ProjectionGroup("provisioner", [runner]))
-    await broker.start()
-    await runner.catch_up()  # what was published before the queue existed
+    boots = PendingBoots()  # its table: the projector gives each boot its due time
+    runners.append(ProjectionRunner(store, boots))
     # Consul's healthy instances when CONSUL_HTTP_ADDR is set, else what the launcher wrote.
     discovery = discovery_from_settings(
         settings,
@@ -57,7 +53,6 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
     loop = BootLoop(store.pool, boots, client)
 
     async def cleanup() -> None:
-        await broker.stop()
         await discovery.aclose()
         await http.close()
         await store.close()
@@ -66,7 +61,10 @@ async def start() -> tuple[list[Coroutine[Any, Any, None]], Callable[[], Awaitab
 
 
 async def health() -> tuple[bool, dict[str, Any]]:
-    return await consumer_health(broker, list(runners))
+    """Ready when its list of pending boots can be read; how far the projector kept it, as
+    detail."""
+    checkpoints = {runner.key: str(await runner.checkpoint()) for runner in runners}
+    return bool(runners), {"checkpoints": checkpoints}
 
 
 serve(

@@ -1,5 +1,6 @@
-"""The projector's read models take a batch together: one transaction for all of them, while a
-poison event, a gap or a redelivery is still handled per read model (real PostgreSQL; a database
+"""The projector's read models and the provisioner's pending boots take a batch together: one
+transaction for all of them, while a poison event, a gap or a redelivery is still handled per read
+model (real PostgreSQL; a database
 of each test's own, so the session's relay and projectors never apply these events too)."""
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ from events.contracts import (
 )
 from infra.settings import Settings
 from projectors import dead_letters
-from projectors.catalog import READ_MODELS, READ_MODELS_GROUP
+from projectors.catalog import READ_MODELS_GROUP, RETIRED_GROUPS, projector_runners
 from projectors.consumer import delete_queues, queue_name
 from projectors.group import ProjectionGroup
-from projectors.runtime import APPLIED, DUPLICATES, HALTED, LiveProjection, Outcome
+from projectors.runtime import APPLIED, DUPLICATES, HALTED, Outcome, ProjectionRunner
 
-KEYS = ["instances_v1", "networks_v1", "subnets_v1"]
+KEYS = ["instances_v1", "networks_v1", "subnets_v1", "provisioner_v1"]
 
 
 @pytest.fixture
 def group(own_store: EventStore) -> ProjectionGroup:
-    runners = [LiveProjection(own_store, factory) for factory in READ_MODELS.values()]
-    return ProjectionGroup(READ_MODELS_GROUP, runners)
+    return ProjectionGroup(READ_MODELS_GROUP, projector_runners(own_store, 0.0))
 
 
 #: What the query side shows of an `Estate` once every read model applied it.
@@ -44,6 +44,7 @@ SHOWN = {
     "network": {"name": "prod", "subnet_count": 1},
     "subnet": {"name": "web", "used": 1},
     "instance": {"name": "vm", "ip": "10.0.1.4", "state": "pending"},
+    "boot": {"attempts": 0},  # the provisioner's to-do list
 }
 
 
@@ -93,6 +94,10 @@ class Estate:
             "network": ("SELECT name, subnet_count FROM rm_networks WHERE id = $1", self.network),
             "subnet": ("SELECT name, used FROM rm_subnets WHERE id = $1", self.subnet),
             "instance": ("SELECT name, ip, state FROM rm_instances WHERE id = $1", self.instance),
+            "boot": (
+                "SELECT attempts FROM provisioner_boots_v1 WHERE instance_id = $1",
+                self.instance,
+            ),
         }
         rows = {name: await store.pool.fetchrow(*query) for name, query in queries.items()}
         return {name: dict(row) if row else None for name, row in rows.items()}
@@ -161,12 +166,13 @@ async def test_a_poison_event_halts_only_its_read_model(
     await group.deliver(batch, previous=ORIGIN)
     halted = {key: HALTED.labels(key)._value.get() for key in KEYS}
 
-    assert halted == {"instances_v1": 0, "networks_v1": 1, "subnets_v1": 0}
+    assert halted == {"instances_v1": 0, "networks_v1": 1, "subnets_v1": 0, "provisioner_v1": 0}
     saved = await checkpoints_of(own_store)
     before_poison = max(e.checkpoint for e in batch if e.checkpoint < poison.checkpoint)
     assert saved["networks_v1"][:2] == (before_poison, True)
     assert saved["subnets_v1"][:2] == (batch[-1].checkpoint, False)
     assert saved["instances_v1"][:2] == (batch[-1].checkpoint, False)
+    assert saved["provisioner_v1"][:2] == (batch[-1].checkpoint, False)
     [letter] = await dead_letters.open_dead_letters(own_store)
     assert (letter.projection, letter.event_id) == ("networks_v1", str(poison.event_id))
     assert "UniqueViolation" in letter.error
@@ -274,7 +280,7 @@ async def test_batches_delivered_at_once_are_applied_in_order_the_waiting_ones_t
     async def deliver_alone(runner: object, *_: object) -> None:
         fallbacks.append(str(runner))
 
-    monkeypatch.setattr(LiveProjection, "deliver", deliver_alone)
+    monkeypatch.setattr(ProjectionRunner, "deliver", deliver_alone)
     transactions = count_transactions(monkeypatch)
 
     await asyncio.gather(*(group.deliver(batch, previous) for batch, previous in batches))
@@ -309,9 +315,12 @@ async def test_waiting_batches_with_a_gap_between_them_are_not_applied_together(
     )
 
 
-async def test_the_queues_read_models_had_of_their_own_are_deleted(settings: Settings) -> None:
+async def test_the_queues_read_models_and_the_provisioner_had_of_their_own_are_deleted(
+    settings: Settings,
+) -> None:
     exchange = f"{settings.exchange}-legacy"
-    legacy = [queue_name(exchange, name) for name in READ_MODELS]
+    legacy = [queue_name(exchange, name) for name in RETIRED_GROUPS]
+    assert queue_name(exchange, "provisioner") in legacy
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
