@@ -65,7 +65,12 @@ class BootLoop:
 
     The places are filled a quarter of `batch` at a time (or when none is in flight): the client
     sends a tenant's boots started together in one call, and places filled one by one as boots
-    ended made calls of one or two boots (docs/BENCHMARKS.md, eleventh session)."""
+    ended made calls of one or two boots (docs/BENCHMARKS.md, eleventh session).
+
+    Unless places are what limits it, the loop looks for due boots again `gather_seconds` after a
+    look that found some, not as soon as a boot ends: boots come due a few at a time, and looking
+    on every boot's end took a claim and a call per tenant for every two boots under wrk
+    (docs/BENCHMARKS.md, thirteenth session). A boot then waits at most that much longer."""
 
     def __init__(
         self,
@@ -74,9 +79,10 @@ class BootLoop:
         client: CommandServiceClient,
         idle_seconds: float = 0.1,
         batch: int = 200,
+        gather_seconds: float = 0.05,
     ) -> None:
         self.pool, self.boots, self.client = pool, boots, client
-        self.idle_seconds, self.batch = idle_seconds, batch
+        self.idle_seconds, self.batch, self.gather_seconds = idle_seconds, batch, gather_seconds
         self.refill = max(1, batch // 4)
         self._next_count = 0.0
         self._settled: list[uuid.UUID] = []  # refused, their rows not yet removed
@@ -95,10 +101,10 @@ class BootLoop:
         try:
             while True:
                 freed.clear()  # before claiming: a boot that ends meanwhile is not missed
-                claimed = 0
+                claimed, places = 0, self.batch - len(running)
                 if self._may_claim(running):
                     try:
-                        rows = await self._claim(self.batch - len(running))
+                        rows = await self._claim(places)
                     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
                         log.warning("boot pass failed: %s", error)
                         rows = []
@@ -107,8 +113,11 @@ class BootLoop:
                         running.add(task)
                         task.add_done_callback(ended)
                     claimed = len(rows)
-                if claimed and self._may_claim(running):
-                    continue  # more may be due
+                if claimed == places and self._may_claim(running):
+                    continue  # a backlog: more are due
+                if self._may_claim(running):  # what is due limits the claims, not the places
+                    await asyncio.sleep(self.gather_seconds if claimed else self.idle_seconds)
+                    continue
                 # A place frees up when a boot ends; look again after a while in any case.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.idle_seconds):

@@ -348,3 +348,43 @@ class _Booted:
 
     async def mark_running(self, tenant_id: str, instance_id: uuid.UUID) -> None:
         self.booted.append(instance_id)
+
+
+async def test_boots_coming_due_one_by_one_are_gathered_into_few_claims(
+    own_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thirty boots fall due 10 ms apart, and each ends at once. Looking again whenever a boot
+    # ended claimed them one or two at a time; the loop waits `gather_seconds` after a claim
+    # that found some, so a claim (and a call per tenant) takes what fell due meanwhile.
+    boots = PendingBoots(boot_delay_seconds=0.0)
+    async with own_store.pool.acquire() as connection:
+        for statement in boots.create_tables():
+            await connection.execute(statement)
+    await own_store.pool.execute(
+        f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
+        "SELECT gen_random_uuid(), 'acme', now() + make_interval(secs => n * 0.01) "
+        "FROM generate_series(1, 30) AS n"
+    )
+    client = _Booted()
+    loop = BootLoop(  # type: ignore[arg-type]
+        own_store.pool, boots, client, idle_seconds=0.02, gather_seconds=0.1
+    )
+    claims: list[int] = []
+    claim = loop._claim
+
+    async def counted(limit: int) -> list[object]:
+        rows = await claim(limit)
+        if rows:
+            claims.append(len(rows))
+        return rows  # type: ignore[return-value]
+
+    monkeypatch.setattr(loop, "_claim", counted)
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: len(client.booted) == 30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sum(claims) == 30
+    assert len(claims) <= 6, claims  # the 0.3 s they fall due over, in looks 0.1 s apart
