@@ -101,10 +101,10 @@ class BootLoop:
         try:
             while True:
                 freed.clear()  # before claiming: a boot that ends meanwhile is not missed
-                claimed, places = 0, self.batch - len(running)
+                claimed = 0
                 if self._may_claim(running):
                     try:
-                        rows = await self._claim(places)
+                        rows = await self._claim(self.batch - len(running))
                     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
                         log.warning("boot pass failed: %s", error)
                         rows = []
@@ -113,8 +113,6 @@ class BootLoop:
                         running.add(task)
                         task.add_done_callback(ended)
                     claimed = len(rows)
-                if claimed == places and self._may_claim(running):
-                    continue  # a backlog: more are due
                 if self._may_claim(running):  # what is due limits the claims, not the places
                     await asyncio.sleep(self.gather_seconds if claimed else self.idle_seconds)
                     continue

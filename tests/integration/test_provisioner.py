@@ -124,6 +124,15 @@ async def _started(store: EventStore, instance_id: str) -> bool:
     return "InstanceStarted" in await instance_state(store, instance_id)
 
 
+async def empty_boots(store: EventStore) -> PendingBoots:
+    """The pending boots' table, created empty in `store` (no projection feeds it)."""
+    boots = PendingBoots(boot_delay_seconds=0.0)
+    async with store.pool.acquire() as connection:
+        for statement in boots.create_tables() + boots.create_indexes():
+            await connection.execute(statement)
+    return boots
+
+
 async def pending_rows(store: EventStore, instance_id: str) -> int:
     return int(
         await store.pool.fetchval(
@@ -207,10 +216,7 @@ class _OneSlowBoot:
 
 
 async def test_a_slow_boot_does_not_hold_back_the_boots_due_after_it(own_store: EventStore) -> None:
-    boots = PendingBoots(boot_delay_seconds=0.0)
-    async with own_store.pool.acquire() as connection:
-        for statement in boots.create_tables():
-            await connection.execute(statement)
+    boots = await empty_boots(own_store)
     ids = [uuid.uuid4() for _ in range(6)]
     for n, instance_id in enumerate(ids):  # the slow one is due first
         await own_store.pool.execute(
@@ -253,10 +259,7 @@ class _RefusesOne:
 async def test_a_refused_boot_is_removed_and_a_booted_one_stays_leased(
     own_store: EventStore,
 ) -> None:
-    boots = PendingBoots(boot_delay_seconds=0.0)
-    async with own_store.pool.acquire() as connection:
-        for statement in boots.create_tables():
-            await connection.execute(statement)
+    boots = await empty_boots(own_store)
     refused, booted = uuid.uuid4(), uuid.uuid4()
     await own_store.pool.execute(
         f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
@@ -285,10 +288,7 @@ class _HeldBoots:
 async def test_places_are_filled_a_quarter_of_the_batch_at_a_time(own_store: EventStore) -> None:
     # The client sends a tenant's boots started together in one call: places filled one at a
     # time as boots end would make calls of one boot each.
-    boots = PendingBoots(boot_delay_seconds=0.0)
-    async with own_store.pool.acquire() as connection:
-        for statement in boots.create_tables():
-            await connection.execute(statement)
+    boots = await empty_boots(own_store)
     await own_store.pool.execute(
         f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
         "SELECT gen_random_uuid(), 'acme', now() FROM generate_series(1, 20)"
@@ -316,13 +316,10 @@ async def test_a_pass_claims_no_more_boots_than_its_batch(own_store: EventStore)
     # `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`, PostgreSQL then ran the subquery again
     # for every row, skipping the rows the statement had just updated, and so claimed every due
     # boot at once: 673 for a batch of 20 in one benchmark run, in 389 ms.
-    boots = PendingBoots(boot_delay_seconds=0.0)
+    boots = await empty_boots(own_store)
     client = _Booted()
     loop = BootLoop(own_store.pool, boots, client, batch=20)  # type: ignore[arg-type]
-    async with own_store.pool.acquire() as connection:
-        for statement in boots.create_tables() + boots.create_indexes():
-            await connection.execute(statement)
-        await connection.execute(f"VACUUM ANALYZE {boots.table}")  # as autovacuum: empty
+    await own_store.pool.execute(f"VACUUM ANALYZE {boots.table}")  # as autovacuum: empty
     for _ in range(6):  # idle passes: after five, PostgreSQL keeps a plan for an empty table
         assert await loop.boot_due() == 0
     oldest = await own_store.pool.fetch(
@@ -356,10 +353,7 @@ async def test_boots_coming_due_one_by_one_are_gathered_into_few_claims(
     # Thirty boots fall due 10 ms apart, and each ends at once. Looking again whenever a boot
     # ended claimed them one or two at a time; the loop waits `gather_seconds` after a claim
     # that found some, so a claim (and a call per tenant) takes what fell due meanwhile.
-    boots = PendingBoots(boot_delay_seconds=0.0)
-    async with own_store.pool.acquire() as connection:
-        for statement in boots.create_tables():
-            await connection.execute(statement)
+    boots = await empty_boots(own_store)
     await own_store.pool.execute(
         f"INSERT INTO {boots.table} (instance_id, tenant_id, due_at) "
         "SELECT gen_random_uuid(), 'acme', now() + make_interval(secs => n * 0.01) "
