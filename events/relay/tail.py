@@ -43,8 +43,7 @@ CHECKPOINT_TIMESTAMP = Gauge(
 FAILURES = Counter("cloudnet_relay_failures_total", "Relay passes that failed and were retried.")
 
 
-#: The smallest batch after which the relay lingers (see `_tail`). At 200 commands/s batches hold
-#: one or two events, and a wait could only delay them.
+#: The smallest batch after which the relay lingers (see `_tail`) in proportion to its size.
 LINGER_FROM = 4
 #: How long the relay lingers per event of the batch it just published, up to its `linger`: the
 #: busier the stream of commands, the longer it gathers the next batch. Measured with wrk
@@ -52,13 +51,29 @@ LINGER_FROM = 4
 #: RabbitMQ, the projector and the provisioner spent 1.10-1.22 ms of CPU per command; this rule
 #: gave 17-19 events and 0.78-0.83 ms (docs/BENCHMARKS.md, seventh session).
 LINGER_PER_EVENT = 0.001
+#: A smaller batch that came less than `STEADY_WITHIN` after the one before is part of a steady
+#: stream (at 200 commands/s batches hold one or two events, 5 ms apart): the relay then lingers
+#: `STEADY_LINGER`, so the next batch gathers what comes meanwhile. At 200 commands/s the relay,
+#: RabbitMQ, the projector and PostgreSQL then spent 15 % of a core less, for 3 ms more lag at the
+#: median (docs/BENCHMARKS.md, fourteenth session). A lone command is published at once.
+STEADY_WITHIN = 0.02
+STEADY_LINGER = 0.005
 
 
-def linger_after(published: int, ceiling: float) -> float:
-    """Seconds to wait after publishing a partial batch of `published` events."""
-    if published < LINGER_FROM:
-        return 0.0
-    return min(ceiling, published * LINGER_PER_EVENT)
+def linger_after(published: int, ceiling: float, since_last: float = float("inf")) -> float:
+    """Seconds to wait after publishing a partial batch of `published` events, `since_last`
+    seconds after the batch before it."""
+    if published >= LINGER_FROM:
+        return min(ceiling, published * LINGER_PER_EVENT)
+    if since_last < STEADY_WITHIN:
+        return min(ceiling, STEADY_LINGER)
+    return 0.0
+
+
+#: How often the relay saves its checkpoint while it publishes. A checkpoint not saved only
+#: means batches published again after a crash or a takeover, which every consumer skips. Saving
+#: after every batch cost the relay 7 % more CPU at 200 commands/s (docs/BENCHMARKS.md).
+SAVE_EVERY = 0.25
 
 
 class Relay:
@@ -75,6 +90,7 @@ class Relay:
         idle_poll_max: float = 0.1,
         linger: float = 0.0,
         standby_poll: float = 0.5,
+        save_every: float = SAVE_EVERY,
         breakers: Breakers | None = None,
     ) -> None:
         self.store, self.publisher, self.name = store, publisher, name
@@ -84,6 +100,8 @@ class Relay:
         self.batch_size, self.idle_poll_max = batch_size, idle_poll_max
         self.is_leader = False
         self.checkpoint = ORIGIN
+        #: The checkpoint saved last, and when (`time.monotonic()`).
+        self.saved, self.save_every, self._saved_at = ORIGIN, save_every, 0.0
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -125,21 +143,23 @@ class Relay:
             connection.terminate()
 
     async def _tail(self, leader: asyncpg.Connection) -> None:
-        self.checkpoint = await self._load_checkpoint()
-        idle = 0.001
+        self.checkpoint = self.saved = await self._load_checkpoint()
+        idle, published_at = 0.001, float("-inf")
         while not leader.is_closed():
             batch = await self.store.read_all(after=self.checkpoint, limit=self.batch_size)
             if batch:
                 await self._publish(batch)
-                idle = 0.001
+                now = time.monotonic()
+                idle, since_last, published_at = 0.001, now - published_at, now
                 if len(batch) == self.batch_size:
                     continue
-                if pause := linger_after(len(batch), self.linger):
+                if pause := linger_after(len(batch), self.linger, since_last):
                     # Under a heavy stream of commands each pass would publish a few events;
                     # waiting lets the next batch gather more, and every message costs the
                     # broker, each consumer and each projection's commit.
                     await asyncio.sleep(pause)
                     continue
+            await self._save_when_due()  # the last batch's, once the relay is idle
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle)
@@ -155,8 +175,8 @@ class Relay:
                 await self.publisher.publish(batch, previous=self.checkpoint)
         PUBLISH_SECONDS.observe(time.perf_counter() - started)
         last = batch[-1]
-        await self._save_checkpoint(last.checkpoint)
         self.checkpoint = last.checkpoint
+        await self._save_when_due()
         PUBLISHED.inc(len(batch))
         BATCHES.inc()
         CHECKPOINT_POSITION.set(last.position)
@@ -175,6 +195,12 @@ class Relay:
             "SELECT transaction_id, position FROM relay_checkpoints WHERE relay = $1", self.name
         )
         return Checkpoint(row["transaction_id"], row["position"]) if row else ORIGIN
+
+    async def _save_when_due(self) -> None:
+        """Save the checkpoint if it moved and the last save is `save_every` old."""
+        if self.checkpoint != self.saved and time.monotonic() - self._saved_at >= self.save_every:
+            await self._save_checkpoint(self.checkpoint)
+            self.saved, self._saved_at = self.checkpoint, time.monotonic()
 
     async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
         await self.store.pool.execute(

@@ -2,7 +2,13 @@
 
 import pytest
 
-from events.relay.tail import LINGER_FROM, LINGER_PER_EVENT, linger_after
+from events.relay.tail import (
+    LINGER_FROM,
+    LINGER_PER_EVENT,
+    STEADY_LINGER,
+    STEADY_WITHIN,
+    linger_after,
+)
 
 
 @pytest.mark.parametrize("published", [1, LINGER_FROM - 1])
@@ -19,3 +25,14 @@ def test_the_pause_grows_with_the_batch_just_published() -> None:
 def test_the_pause_never_exceeds_the_ceiling() -> None:
     assert linger_after(500, ceiling=0.02) == 0.02
     assert linger_after(500, ceiling=0.0) == 0.0  # a ceiling of 0 turns lingering off
+
+
+def test_a_small_batch_in_a_steady_stream_lingers() -> None:
+    assert linger_after(1, ceiling=0.02, since_last=0.005) == STEADY_LINGER
+    assert linger_after(1, ceiling=0.02, since_last=STEADY_WITHIN * 0.99) == STEADY_LINGER
+    assert linger_after(1, ceiling=0.0, since_last=0.005) == 0.0  # lingering off
+
+
+def test_a_small_batch_after_a_pause_is_published_at_once() -> None:
+    assert linger_after(1, ceiling=0.02, since_last=STEADY_WITHIN) == 0.0
+    assert linger_after(LINGER_FROM - 1, ceiling=0.02, since_last=1.0) == 0.0
