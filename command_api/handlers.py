@@ -35,7 +35,7 @@ from typing import Any
 
 from command_api import snapshots
 from command_api.domain.errors import DomainError, NotFound
-from command_api.metrics import AGGREGATE_LOADS, CONFLICTS, REPLAYS, record_appended
+from command_api.metrics import CONFLICTS, LOADS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
 from events.model import AppendResult, IdempotencyRecord, RecordedEvent
@@ -190,17 +190,17 @@ class Loader:
         )
         cached = self.cache.get(stream_id)
         if cached is None:
-            AGGREGATE_LOADS.labels("read").inc()
+            LOADS["read"].inc()
             loaded = await self._read(stream_id, evolve, missing)
         else:
             tenant_id, loaded = cached
             if tenant_id != self.tenant_id:
                 raise missing
             if self.trust_cache and stream_id not in self.cache.contended:
-                AGGREGATE_LOADS.labels("cached").inc()
+                LOADS["cached"].inc()
                 self.trusted.append(stream_id)
                 return loaded
-            AGGREGATE_LOADS.labels("tail").inc()
+            LOADS["tail"].inc()
             was = loaded.version
             loaded = await self._catch_up(loaded, missing)
             if loaded.version == was:
@@ -222,7 +222,7 @@ class Loader:
 
     def stale(self) -> None:
         """The attempt's decision on cached state did not stand: read those streams next time."""
-        AGGREGATE_LOADS.labels("stale").inc(len(self.trusted))
+        LOADS["stale"].inc(len(self.trusted))
         self.cache.contended.update(self.trusted)
 
     async def _read(
@@ -282,7 +282,7 @@ async def read_together(
     ]
     if len(missing) < 2:  # one is read by its command as before
         return
-    AGGREGATE_LOADS.labels("read").inc(len(missing))
+    LOADS["read"].inc(len(missing))
     folded: dict[str, Loaded] = {}
     for recorded in await repository.store.read_streams(missing):
         if recorded.tenant_id != tenant_id:  # another tenant's stream: as if missing

@@ -8,6 +8,7 @@ relay's and each projection's position from `max(cloudnet_events_head_position)`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -38,12 +39,20 @@ AGGREGATE_LOADS = Counter(
     "stream gained since) or `read` (from the snapshot or the start).",
     ["how"],
 )
+#: `AGGREGATE_LOADS`'s children, by how, taken once: `labels()` takes a lock and builds a key on
+#: every call, and a command makes one per aggregate it loads.
+LOADS = {how: AGGREGATE_LOADS.labels(how) for how in ("cached", "stale", "tail", "read")}
 REPLAYS = Counter(
     "cloudnet_command_idempotent_replays_total",
     "Commands answered from their Idempotency-Key record, appending nothing.",
 )
 
 _head = 0
+
+
+@functools.cache
+def _appended(event_type: str) -> Counter:
+    return EVENTS_APPENDED.labels(event_type)
 
 
 def record_appended(
@@ -54,7 +63,7 @@ def record_appended(
     global _head
     for _, events, _ in appends:
         for event in events:
-            EVENTS_APPENDED.labels(event.type).inc()
+            _appended(event.type).inc()
     _head = max(_head, *(result.position for result in results))
     HEAD_POSITION.set(_head)
     HEAD_TIMESTAMP.set_to_current_time()
