@@ -75,7 +75,7 @@ def serve(app: Any, settings: Settings, service: str) -> None:
         http=HttpProtocol,
         access_log=False,  # the gateway writes the access log
         # Nothing reads the client's address (the gateway logs it): uvicorn's X-Forwarded-For
-        # middleware cost every request about 3 % of a create's CPU (docs/BENCHMARKS.md).
+        # middleware cost the command services 4 % of their CPU per create (docs/BENCHMARKS.md).
         proxy_headers=False,
         # nginx drops an upstream's Date and Server headers: not worth writing on every answer.
         server_header=False,
