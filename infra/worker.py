@@ -44,7 +44,11 @@ def create_worker_app(
             await cleanup()
 
     return create_service_app(
-        service=service, lifespan=lifespan, health=health, jwt_secret=settings.jwt_secret
+        service=service,
+        lifespan=lifespan,
+        health=health,
+        jwt_secret=settings.jwt_secret,
+        server_spans=settings.tracing != "none",
     )
 
 

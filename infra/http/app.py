@@ -46,7 +46,13 @@ def create_service_app(
     jwt_audience: str = "cloudnet",
     version: str = "1.0.0",
     fast_routes: Sequence[FastRoute] = (),
+    server_spans: bool = True,
 ) -> FastAPI:
+    """The app every service serves. `server_spans`: FastAPI's own OpenTelemetry span per
+    request, which a process that exports no traces (`tracing = none`) leaves off: there they
+    are no-ops that cost the command services about 5 % of their CPU per create (BENCHMARKS.md).
+    The `traceparent` a request carries reaches its events either way (`command_api.routes`)."""
+
     @asynccontextmanager
     async def started_then_tuned(app: FastAPI) -> AsyncIterator[None]:
         async with lifespan(app):
@@ -61,7 +67,12 @@ def create_service_app(
         responses=problem_responses(*EVERY_REQUEST_PROBLEMS),
         # FastAPI's own OpenTelemetry server spans (they continue an incoming `traceparent`);
         # our Prometheus metrics and JSON logs already cover the rest.
-        telemetry={"tracing": True, "operation_spans": False, "metrics": False, "logs": False},
+        telemetry={
+            "tracing": server_spans,
+            "operation_spans": False,
+            "metrics": False,
+            "logs": False,
+        },
     )
     # Outermost last: request id and metrics, then auth, then the body guard, then the fast
     # lane for the hottest routes (infra/http/fast_lane.py).

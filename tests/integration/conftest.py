@@ -89,6 +89,9 @@ def settings(database_url: str, run_id: str) -> Settings:
         jwt_secret=JWT_SECRET,
         exchange=f"cloudnet-test-{run_id}",
         min_position_timeout_seconds=2.0,
+        # As with any exporter: the apps make their server spans (test_tracing.py installs its
+        # own tracer provider; nothing here calls `configure_tracing`).
+        tracing="console",
     )
 
 
