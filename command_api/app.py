@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         jwt_secret=settings.jwt_secret,
         jwt_audience=settings.jwt_audience,
         fast_routes=routes.FAST_ROUTES,
-        server_spans=settings.tracing != "none",
+        server_spans=settings.exports_traces,
     )
     app.state.settings = settings
     app.state.breakers = Breakers(settings.breaker_threshold, settings.breaker_ttl_seconds)

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     #: OpenTelemetry traces: "none" (default), "console" (development) or "otlp" (a collector).
     tracing: str = "none"
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+
     #: Circuit breakers: failures before opening, seconds before a half-open probe.
     breaker_threshold: int = 5
     breaker_ttl_seconds: float = 5.0
@@ -103,3 +104,8 @@ class Settings(BaseSettings):
                 "when CLOUDNET_ENVIRONMENT=compose"
             )
         return self
+
+    @property
+    def exports_traces(self) -> bool:
+        """Whether spans go anywhere (`infra.telemetry.configure_tracing`)."""
+        return self.tracing != "none"

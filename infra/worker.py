@@ -48,7 +48,7 @@ def create_worker_app(
         lifespan=lifespan,
         health=health,
         jwt_secret=settings.jwt_secret,
-        server_spans=settings.tracing != "none",
+        server_spans=settings.exports_traces,
     )
 
 

@@ -74,7 +74,6 @@ def document_tail(state: str, updated_at: datetime, version: int) -> str:
 
 class InstancesProjection(VersionedTable):
     name = "instances"
-    handled_types = _HANDLED
 
     def __init__(self, version: int = 1) -> None:
         super().__init__(version)

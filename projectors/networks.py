@@ -27,7 +27,6 @@ _HANDLED = frozenset(
 
 class NetworksProjection(VersionedTable):
     name = "networks"
-    handled_types = _HANDLED
 
     def __init__(self, version: int = 1) -> None:
         super().__init__(version)

@@ -58,11 +58,6 @@ class Projection(Protocol):
     name: str
     version: int
 
-    @property
-    def handled_types(self) -> frozenset[str] | None:
-        """The event types `statements` may answer with a statement for; None: any type."""
-        ...
-
     def tables(self) -> list[str]:
         """This version's table names (each row has an `id` key, for diffs)."""
         ...

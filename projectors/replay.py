@@ -78,7 +78,6 @@ class AheadOfTime:
     def __init__(self, projection: Projection) -> None:
         self.projection = projection
         self.name, self.version = projection.name, projection.version
-        self.handled_types = projection.handled_types
         self._ready: dict[int, list[Statement]] = {}
 
     def tables(self) -> list[str]:

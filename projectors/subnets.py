@@ -35,7 +35,6 @@ _HANDLED = frozenset(
 
 class SubnetsProjection(VersionedTable):
     name = "subnets"
-    handled_types = _HANDLED
 
     def __init__(self, version: int = 1) -> None:
         super().__init__(version)

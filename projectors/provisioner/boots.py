@@ -22,7 +22,6 @@ class PendingBoots:
     """A projection only the provisioner reads (no view, never served by the query API)."""
 
     name = "provisioner"
-    handled_types = _WATCHED
 
     def __init__(self, boot_delay_seconds: float = 1.0, version: int = 1) -> None:
         self.version = version

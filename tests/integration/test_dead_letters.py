@@ -20,7 +20,6 @@ class Tally:
     def __init__(self, stream_id: str) -> None:
         self.name = f"tally{uuid.uuid4().hex[:8]}"
         self.version = 1
-        self.handled_types = None
         self.stream_id = stream_id
         self.poison: set[int] = set()
 
