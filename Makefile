@@ -2,6 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# The interpreter the venv is made from: Debian's python3.11 where there is one (built with
+# profile-guided optimisation and LTO, libpython linked in), else the first python3 on PATH. This
+# machine's python3 is pyenv's default build (neither, libpython shared): on it the command
+# services spent 20-25 % more CPU per create (docs/BENCHMARKS.md, fifteenth session).
+PYTHON := $(firstword $(wildcard /usr/bin/python3.11) python3)
+# Named after the interpreter, so a venv made from another one is made again.
+SYNCED := $(VENV)/.synced-$(subst /,-,$(PYTHON))
 UV := .tools/bin/uv
 UV_VERSION := 0.13.9
 # Debian packages the mesh runs (PostgreSQL and RabbitMQ binaries come with this machine kind).
@@ -40,7 +47,7 @@ lint: deps ## ruff and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy events command_api query_api projectors infra
 
-deps: system-deps $(VENV)/.synced
+deps: system-deps $(SYNCED)
 
 $(UV):
 	python3 -m venv .tools
@@ -50,8 +57,8 @@ $(UV):
 # what it compiles, so without it every process compiled its ~550 imported modules at start
 # (importing the command service in a fresh venv: 3.2 s of CPU without, 1.6 s with;
 # docs/BENCHMARKS.md).
-$(VENV)/.synced: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --compile-bytecode
+$(SYNCED): $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $@
 
 system-deps:

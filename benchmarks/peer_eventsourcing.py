@@ -18,11 +18,11 @@ the same ~200 bytes of JSON shaped like a network event (`benchmarks.eventstore.
   cloudnet's store it gives a total order that readers can follow (its notification ids).
 
 The peer is never a dependency of this project. On first use the benchmark creates a separate
-venv, `.tools/peer-eventsourcing`, with `.tools/bin/uv venv --python 3.11` and installs
-`eventsourcing[postgres]==9.5.6` into it with `uv pip install --python <venv>/bin/python`; later
-runs reuse it when it already holds that version. The peer's side runs in that venv as a
-subprocess (`python -c PEER_SCRIPT`) that stays up for the whole run, times each round itself and
-answers its figures as one JSON line on stdout.
+venv, `.tools/peer-eventsourcing`, with `.tools/bin/uv venv` from the interpreter cloudnet's venv
+was made from, and installs `eventsourcing[postgres]==9.5.6` into it with `uv pip install --python
+<venv>/bin/python`; later runs reuse it when it already holds that version on that interpreter.
+The peer's side runs in that venv as a subprocess (`python -c PEER_SCRIPT`) that stays up for the
+whole run, times each round itself and answers its figures as one JSON line on stdout.
 
 Each side gets its own fresh database `cloudnet_bench_peer_<random>` on `--postgres` (cloudnet's
 migrated, the peer's with the recorder's own table), dropped WITH (FORCE) at the end. Each side
@@ -39,6 +39,7 @@ import asyncio
 import json
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ from events import EventStore
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".tools" / "peer-eventsourcing"
 UV = ROOT / ".tools" / "bin" / "uv"
-PEER_PYTHON = "3.11"
+#: The peer runs on the interpreter cloudnet's side runs on (the one this venv was made from).
+PEER_PYTHON = sys.executable
 PEER_VERSION = "9.5.6"
 PEER_REQUIREMENT = f"eventsourcing[postgres]=={PEER_VERSION}"
 PEER_LABEL = f"eventsourcing {PEER_VERSION} PostgresApplicationRecorder"
@@ -173,12 +175,13 @@ datastore.close()
 def ensure_peer_venv(venv: Path, uv: Path, console: Console) -> Path:
     """The peer's venv with `eventsourcing[postgres]` at PEER_VERSION; created once, cached."""
     python = venv / "bin" / "python"
-    probe = "from importlib.metadata import version; print(version('eventsourcing'))"
+    probe = "import sys; from importlib.metadata import version as v; print(v('eventsourcing'))"
+    probe += "; print(sys.version)"
     if python.exists():
         found = subprocess.run(
             [str(python), "-c", probe], capture_output=True, text=True, check=False
         )
-        if found.returncode == 0 and found.stdout.strip() == PEER_VERSION:
+        if found.returncode == 0 and found.stdout.splitlines() == [PEER_VERSION, sys.version]:
             return python
     console.print(f"installing {PEER_REQUIREMENT} into {venv} (once)", markup=False)
     subprocess.run(
