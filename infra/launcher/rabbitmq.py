@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from infra.launcher.health import AmqpProbe
 from infra.launcher.layout import HOST
-from infra.launcher.programs import Priority, ProcessSpec, ScrapeTarget
+from infra.launcher.programs import Priority, ProcessSpec, ScrapeTarget, in_the_event_pipeline
 
 if TYPE_CHECKING:
     from infra.launcher.layout import MeshLayout
@@ -42,7 +42,8 @@ def rabbitmq_spec(layout: MeshLayout) -> ProcessSpec:
     base, ports = layout.paths.rabbitmq, layout.ports
     return ProcessSpec(
         name="rabbitmq",
-        command=(str(SERVER),),
+        # The broker is part of the event pipeline (its priority: infra/launcher/programs.py).
+        command=in_the_event_pipeline((str(SERVER),)),
         ports=(ports.rabbitmq_amqp, ports.rabbitmq_dist, ports.rabbitmq_metrics),
         priority=Priority.STORAGE,
         env={

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from infra.launcher.health import HttpProbe
 from infra.launcher.layout import HOST, VENV_BIN
-from infra.launcher.programs import Priority, ProcessSpec, ScrapeTarget
+from infra.launcher.programs import Priority, ProcessSpec, ScrapeTarget, in_the_event_pipeline
 
 if TYPE_CHECKING:
     from infra.launcher.layout import MeshLayout
@@ -26,14 +26,18 @@ class ServiceRole:
     upstream: str | None = None
     #: Reads the mesh's replica when it has one: only answers bounded by X-Min-Position may lag.
     reads_replica: bool = False
+    #: Carries events from the store to the read models: run ahead of the request handlers
+    #: (`infra.launcher.programs.PIPELINE_NICE`).
+    event_pipeline: bool = False
 
 
 #: Order matters only for port numbers: append new roles so existing ports stay put.
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole("command", "command_api", 2, "command_api", upstream="command_api"),
     ServiceRole("query", "query_api", 2, "query_api", upstream="query_api", reads_replica=True),
-    ServiceRole("relay", "events.relay", 2, "relay"),  # one leader, one standby (advisory lock)
-    ServiceRole("projector", "projectors", 2, "projector"),
+    # One leader, one standby (advisory lock).
+    ServiceRole("relay", "events.relay", 2, "relay", event_pipeline=True),
+    ServiceRole("projector", "projectors", 2, "projector", event_pipeline=True),
     ServiceRole("provisioner", "projectors.provisioner", 1, "provisioner"),
 )
 
@@ -53,7 +57,7 @@ def service_specs(layout: MeshLayout) -> list[ProcessSpec]:
     return [
         ProcessSpec(
             name=name,
-            command=(str(VENV_BIN / "python"), "-m", role.module),
+            command=_command(role),
             ports=(ports[name],),
             priority=Priority.SERVICE,
             env={
@@ -76,6 +80,11 @@ def service_specs(layout: MeshLayout) -> list[ProcessSpec]:
         )
         for role, name in instances
     ]
+
+
+def _command(role: ServiceRole) -> tuple[str, ...]:
+    command = (str(VENV_BIN / "python"), "-m", role.module)
+    return in_the_event_pipeline(command) if role.event_pipeline else command
 
 
 def _read_database(layout: MeshLayout, role: ServiceRole) -> dict[str, str]:

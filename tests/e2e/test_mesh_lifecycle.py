@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from infra.launcher.leftovers import descendants
+from infra.launcher.programs import PIPELINE_NICE, may_raise_priority
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Mesh
@@ -54,6 +59,32 @@ def test_status_lists_every_program_running_and_healthy(mesh: Mesh) -> None:
         assert program["pid"], name
     for name in SERVICES:
         assert programs[name]["health"] == {"ok": True, "detail": "200"}
+
+
+def test_the_event_pipeline_runs_ahead_of_the_request_handlers(mesh: Mesh) -> None:
+    """The relays, the broker and the projectors (every process of each) run at PIPELINE_NICE
+    where the launcher may raise priorities, as here in CI; the rest at the launcher's own."""
+    pipeline = PIPELINE_NICE if may_raise_priority() else 0
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = dict.fromkeys(SERVICES | INFRASTRUCTURE, own)
+    expected |= dict.fromkeys(
+        ("relay-1", "relay-2", "projector-1", "projector-2", "rabbitmq"), own + pipeline
+    )
+
+    seen = {
+        name: {nice for pid in (pid, *descendants(pid)) if (nice := _nice(pid)) is not None}
+        for name, pid in mesh.pids("").items()
+    }
+    assert seen == {name: {value} for name, value in expected.items()}
+
+
+def _nice(pid: int) -> int | None:
+    """The process's nice value (field 19 of its stat), None if it has gone meanwhile."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
 
 
 def test_status_as_a_table_names_every_program(mesh: Mesh) -> None:

@@ -3,6 +3,8 @@ will read them: `nginx -t`, `promtool check config` and supervisord's own parser
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 import yaml
 from supervisor.options import ServerOptions
 
+from infra.launcher import programs
 from infra.launcher.gateway import NGINX, render_nginx_conf, write_nginx_conf
 from infra.launcher.layout import MeshLayout
 from infra.launcher.mesh import mesh_specs
@@ -179,3 +182,38 @@ def test_external_database_and_broker_are_not_started(tmp_path: Path) -> None:
     assert layout.database_url.startswith("postgresql://app:")
     exporter = next(s for s in mesh_specs(layout) if s.name == "postgres-exporter")
     assert exporter.env["DATA_SOURCE_NAME"].endswith("/cloudnet?sslmode=disable")
+
+
+@pytest.mark.parametrize("permitted", [True, False])
+def test_the_event_pipeline_runs_at_a_lower_nice_value_where_it_may(
+    layout: MeshLayout, monkeypatch: pytest.MonkeyPatch, permitted: bool
+) -> None:
+    monkeypatch.setattr(programs, "may_raise_priority", lambda: permitted)
+    commands = {spec.name: spec.command for spec in mesh_specs(layout)}
+    favoured = {"relay-1", "relay-2", "projector-1", "projector-2", "rabbitmq"}
+
+    for name, command in commands.items():
+        if name in favoured and permitted:
+            assert command[1:3] == ("-n", str(programs.PIPELINE_NICE)), name
+            assert Path(command[0]).name == "nice"
+            assert Path(command[3]).name in {"python", "rabbitmq-server"}, name
+        else:
+            assert Path(command[0]).name != "nice", name
+
+
+def test_may_raise_priority_answers_what_setpriority_allows() -> None:
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    programs.may_raise_priority.cache_clear()
+    answer = programs.may_raise_priority()
+
+    # Lowering the nice value needs CAP_SYS_NICE, or an RLIMIT_NICE that reaches it.
+    limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    lowest_allowed = -20 if limit == resource.RLIM_INFINITY else 20 - limit
+    assert answer is (_has_cap_sys_nice() or lowest_allowed <= before - 1)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the probe put it back
+
+
+def _has_cap_sys_nice() -> bool:
+    status = Path("/proc/self/status").read_text().splitlines()
+    effective = next(line.split()[1] for line in status if line.startswith("CapEff:"))
+    return bool(int(effective, 16) & (1 << 23))  # CAP_SYS_NICE
