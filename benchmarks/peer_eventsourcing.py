@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -456,7 +457,8 @@ def main(
     result = uvloop.run(bench(options, python))
     console.print(
         result.facts,
-        f"peer: {PEER_LABEL} ({result.peer_versions}, python {PEER_PYTHON}, {python})",
+        f"peer: {PEER_LABEL} ({result.peer_versions}, python {platform.python_version()}, "
+        f"{python}; cloudnet's side on the same interpreter)",
         result.describe,
         sep="\n",
         soft_wrap=True,
