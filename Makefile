@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The interpreter the venv is made from: Debian's python3.11 where there is one (built with
 # profile-guided optimisation and LTO, libpython linked in), else the first python3 on PATH. This
-# machine's python3 is pyenv's default build (neither, libpython shared): on it the command
-# services spent 20-25 % more CPU per create (docs/BENCHMARKS.md, fifteenth session).
+# machine's python3 is pyenv's default build (neither, libpython shared): on it the command app
+# spent about 14 % more CPU per create, in process (docs/BENCHMARKS.md, fifteenth session).
 PYTHON := $(firstword $(wildcard /usr/bin/python3.11) python3)
 # Named after the interpreter, so a venv made from another one is made again.
 SYNCED := $(VENV)/.synced-$(subst /,-,$(PYTHON))

@@ -62,8 +62,9 @@ class ProcessSpec:
 #: On a busy machine the scheduler then runs them before the request handlers, so an event does
 #: not wait behind requests on its way to the read models. At 100 commands/s on this 2-core
 #: machine in a slow phase (the visibility benchmark, 30 s, alternating): the lag's p99 53-97 ms
-#: against 101-293 ms, and no fewer creates/s under wrk (docs/BENCHMARKS.md, fifteenth session).
-#: Favouring the relays and projectors without the broker, or the broker alone, did not help.
+#: against 145-293 ms, and no fewer creates/s under wrk (docs/BENCHMARKS.md, fifteenth session).
+#: Favouring the relays and projectors without the broker, or the broker alone, did not help;
+#: with the machine saturated (200/s there) it made no difference either way.
 PIPELINE_NICE = -5
 
 
