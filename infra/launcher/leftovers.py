@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 PROC = Path("/proc")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """`/proc/<pid>/stat` from field 3 (the state) on, or None once the process is gone."""
     try:
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
@@ -28,7 +29,7 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def is_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
 
 
@@ -36,7 +37,7 @@ def descendants(pid: int) -> set[int]:
     """Every process below `pid` (children, grandchildren, ...) at this moment."""
     children: defaultdict[int, list[int]] = defaultdict(list)
     for entry in PROC.iterdir():
-        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
             children[int(fields[1])].append(int(entry.name))
     found: set[int] = set()
     stack = [pid]

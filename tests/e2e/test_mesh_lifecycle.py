@@ -8,13 +8,12 @@ import asyncio
 import json
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from infra.launcher.leftovers import descendants
+from infra.launcher.leftovers import descendants, stat_fields
 from infra.launcher.programs import PIPELINE_NICE, may_raise_priority
 
 if TYPE_CHECKING:
@@ -80,11 +79,8 @@ def test_the_event_pipeline_runs_ahead_of_the_request_handlers(mesh: Mesh) -> No
 
 def _nice(pid: int) -> int | None:
     """The process's nice value (field 19 of its stat), None if it has gone meanwhile."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[16])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[16])
 
 
 def test_status_as_a_table_names_every_program(mesh: Mesh) -> None:
