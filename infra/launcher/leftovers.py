@@ -33,12 +33,20 @@ def is_alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid` (children, grandchildren, ...) at this moment."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children at this moment, by parent pid (one pass over /proc)."""
     children: defaultdict[int, list[int]] = defaultdict(list)
     for entry in PROC.iterdir():
         if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
             children[int(fields[1])].append(int(entry.name))
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> set[int]:
+    """Every process below `pid` (children, grandchildren, ...) at this moment, or in
+    `children` (`children_by_parent()`) when the caller looks up several trees at once."""
+    if children is None:
+        children = children_by_parent()
     found: set[int] = set()
     stack = [pid]
     while stack:
