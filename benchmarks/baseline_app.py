@@ -38,7 +38,8 @@ class BaselineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BASELINE_")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    #: Like cloudnet's services (`db_pool_max`), per process.
+    #: asyncpg's default `max_size`, per process, as the docs would have it (cloudnet's query
+    #: services and projectors use as many; its command services use 2, `command_db_pool`).
     pool_size: int = 10
 
 

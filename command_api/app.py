@@ -22,8 +22,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = await EventStore.connect(
             settings.database_url,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
+            min_size=min(settings.db_pool_min, settings.command_db_pool),
+            max_size=settings.command_db_pool,
             connect_timeout=settings.db_connect_timeout_seconds,
             command_timeout=settings.db_command_timeout_seconds,
         )

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
 
     db_pool_min: int = 2
     db_pool_max: int = 10
+    #: The command service's pool. Its appends go out in groups (events/groups.py) only while
+    #: every connection is busy, so fewer connections make fewer, larger groups: one statement,
+    #: transaction and WAL flush for more commands. Under wrk creates (64 connections, two
+    #: processes), 2 against 10 alternately: PostgreSQL's CPU per create 95-136 µs against
+    #: 139-169, the command services' 216-265 against 231-292 (docs/BENCHMARKS.md, sixteenth
+    #: session).
+    command_db_pool: int = 2
     #: A dead database must not hang requests: connecting and each statement are bounded.
     db_connect_timeout_seconds: float = 2.0
     db_command_timeout_seconds: float = 10.0

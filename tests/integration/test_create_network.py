@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,8 +11,10 @@ import httpx
 import jwt
 import pytest
 
+from command_api.app import create_app as create_command_app
 from events import EventStore
-from tests.integration.conftest import JWT_SECRET
+from infra.settings import Settings
+from tests.integration.conftest import JWT_SECRET, asgi_client
 
 VALID = {"name": "prod", "cidr": "10.0.0.0/16"}
 
@@ -217,3 +220,24 @@ async def test_bad_input_gets_a_problem_and_writes_no_event(
         assert body["errors"]
         assert all({"field", "message"} <= set(e) for e in body["errors"])
     assert await event_count(store) == before
+
+
+async def test_concurrent_creates_share_the_command_services_few_connections(
+    settings: Settings, store: EventStore, tenant: str, token_for: Callable[..., str]
+) -> None:
+    """The command service's own small pool (`command_db_pool`): while both connections are
+    busy, the creates that wait commit together (events/groups.py)."""
+    app = create_command_app(settings)
+    headers = {"Authorization": f"Bearer {token_for(tenant)}"}
+    async with asgi_client(app, "http://command") as client:
+        assert app.state.store.pool.get_max_size() == settings.command_db_pool == 2
+        answers = await asyncio.gather(
+            *(client.post("/v1/networks", json=VALID, headers=headers) for _ in range(24))
+        )
+
+    assert [answer.status_code for answer in answers] == [201] * 24
+    streams = [f"network-{answer.json()['id']}" for answer in answers]
+    transactions = await store.pool.fetchval(
+        "SELECT count(DISTINCT transaction_id) FROM events WHERE stream_id = ANY($1)", streams
+    )
+    assert transactions < 24
