@@ -88,7 +88,9 @@ class Loaded:
 
 
 #: How much folded state a command process keeps, counted in the events folded into it (a
-#: stream's version): about 30 MB at most. A subnet weighs as much as its history.
+#: stream's version). A subnet weighs as much as its history. Full of new networks (weight 1
+#: each), it holds about 56 MiB (tracemalloc: 588 B a network); a command process that had
+#: served about 150,000 creates held 135-141 MiB RSS (docs/BENCHMARKS.md, sixteenth session).
 CACHE_WEIGHT = 100_000
 
 
