@@ -3,6 +3,9 @@ read only as a sampled run ends, so sampling does not load the side it measures.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +35,8 @@ def tree() -> Iterator[int]:
         yield parent.pid
     finally:
         for child in descendants(parent.pid):
-            subprocess.run(["kill", str(child)], check=False)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         parent.kill()
         parent.wait()
 
