@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from infra.launcher.leftovers import descendants, stat_fields
+from infra.launcher.leftovers import children_by_parent, descendants, stat_fields
 from infra.launcher.programs import PIPELINE_NICE, may_raise_priority
 
 if TYPE_CHECKING:
@@ -70,8 +70,11 @@ def test_the_event_pipeline_runs_ahead_of_the_request_handlers(mesh: Mesh) -> No
         ("relay-1", "relay-2", "projector-1", "projector-2", "rabbitmq"), own + pipeline
     )
 
+    children = children_by_parent()  # one pass over /proc for every program's tree
     seen = {
-        name: {nice for pid in (pid, *descendants(pid)) if (nice := _nice(pid)) is not None}
+        name: {
+            nice for pid in (pid, *descendants(pid, children)) if (nice := _nice(pid)) is not None
+        }
         for name, pid in mesh.pids("").items()
     }
     assert seen == {name: {value} for name, value in expected.items()}
