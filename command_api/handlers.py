@@ -39,7 +39,7 @@ from command_api.metrics import CONFLICTS, LOADS, REPLAYS, record_appended
 from events import ConcurrencyError, EventStore, ExpectedVersion, IdempotencyKeyReused
 from events.contracts import DomainEvent, decode_recorded, to_new_event
 from events.model import AppendResult, IdempotencyRecord, RecordedEvent
-from infra.telemetry import current_traceparent, tracer
+from infra.telemetry import current_traceparent, span
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ async def _attempt(
     if context.idempotency is not None:
         idempotency = (context.tenant_id, *context.idempotency)
     try:
-        with tracer.start_as_current_span("append", attributes={"cloudnet.streams": streams}):
+        with span("append", attributes={"cloudnet.streams": streams}):
             results = await store.append_many(appends, idempotency=idempotency, answer=answer)
     except ConcurrencyError:
         if load.used_cache:

@@ -35,7 +35,7 @@ from infra.http.json import JsonAnswer
 from infra.http.openapi import WRITE_PROBLEMS, problem_responses
 from infra.http.principal import principal_of
 from infra.problems import PROBLEM_TYPE_BASE, NotFound, ValidationFailed
-from infra.telemetry import context_of, tracer
+from infra.telemetry import context_of, span
 
 router = APIRouter(prefix="/v1", responses=problem_responses(*WRITE_PROBLEMS))
 internal = APIRouter(prefix="/internal", include_in_schema=False)
@@ -358,9 +358,7 @@ async def instances_running(lane: LaneRequest) -> JsonAnswer:
 
 
 async def _boot(repository: Repository, context: CommandContext, boot: Boot) -> dict[str, Any]:
-    with tracer.start_as_current_span(
-        "mark running", context=context_of(boot.traceparent), kind=SpanKind.INTERNAL
-    ):
+    with span("mark running", context_of(boot.traceparent), kind=SpanKind.INTERNAL):
         try:
             result = await commands.mark_running(repository, context, boot.id)
         except (DomainError, RetriesExhausted) as error:

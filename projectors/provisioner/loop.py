@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 
 from infra.breakers import BreakerOpen
 from infra.discovery import NoInstances
-from infra.telemetry import context_of, tracer
+from infra.telemetry import context_of, span
 from projectors.provisioner.command_client import (
     TRANSPORT_ERRORS,
     PermanentFailure,
@@ -177,9 +177,7 @@ class BootLoop:
 
     async def _traced_boot(self, row: asyncpg.Record) -> str:
         # The boot continues the trace of the launch that asked for it.
-        with tracer.start_as_current_span(
-            "provisioner.boot", context=context_of(row["traceparent"]), kind=SpanKind.INTERNAL
-        ):
+        with span("provisioner.boot", context_of(row["traceparent"]), kind=SpanKind.INTERNAL):
             return await self._boot(row["tenant_id"], row["instance_id"])
 
     async def _boot(self, tenant_id: str, instance_id: uuid.UUID) -> str:
