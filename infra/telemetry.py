@@ -66,6 +66,8 @@ def span(
 
 def current_traceparent() -> str | None:
     """The W3C `traceparent` of the active span, to store with events or send on."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None  # nothing to send on: not worth the propagators' round (most commands)
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get("traceparent")
