@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from opentelemetry import propagate
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -33,6 +32,7 @@ from tenacity import (
 from infra.auth import WRITE_SCOPE, issue_token
 from infra.breakers import Breakers
 from infra.discovery import RoundRobin
+from infra.telemetry import current_traceparent
 
 COMMAND_SERVICE = "command_api"
 #: Where a tenant's boots go, many in one call.
@@ -141,14 +141,13 @@ class CommandServiceClient:
         boots asked for before the event loop's next turn (the boot loop starts all it claimed
         in one turn)."""
         loop = asyncio.get_running_loop()
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # each boot continues its launch's trace
+        traceparent = current_traceparent()  # each boot continues its launch's trace
         answer: asyncio.Future[None] = loop.create_future()
         waiting = self._waiting.get(tenant_id)
         if waiting is None:
             waiting = self._waiting[tenant_id] = []
             loop.call_soon(self._send_waiting, tenant_id)
-        waiting.append(_Boot(instance_id, carrier.get("traceparent"), answer))
+        waiting.append(_Boot(instance_id, traceparent, answer))
         return answer
 
     def _send_waiting(self, tenant_id: str) -> None:
