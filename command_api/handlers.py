@@ -193,7 +193,7 @@ class Loader:
         cached = self.cache.get(stream_id)
         if cached is None:
             LOADS["read"].inc()
-            loaded = await self._read(stream_id, evolve, _missing(stream_id))
+            loaded = await self._read(stream_id, evolve)
         else:
             tenant_id, loaded = cached
             if tenant_id != self.tenant_id:
@@ -204,7 +204,7 @@ class Loader:
                 return loaded
             LOADS["tail"].inc()
             was = loaded.version
-            loaded = await self._catch_up(loaded, _missing(stream_id))
+            loaded = await self._catch_up(loaded)
             if loaded.version == was:
                 self.cache.contended.discard(stream_id)  # nobody else wrote it meanwhile
         if loaded.version:
@@ -227,9 +227,7 @@ class Loader:
         LOADS["stale"].inc(len(self.trusted))
         self.cache.contended.update(self.trusted)
 
-    async def _read(
-        self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any], missing: NotFound
-    ) -> Loaded:
+    async def _read(self, stream_id: str, evolve: Callable[[Any, DomainEvent], Any]) -> Loaded:
         """Fold a stream from its snapshot, if any, else from the start."""
         loaded = Loaded(stream_id, None, 0, 0, evolve)
         codec = snapshots.codec_for(stream_id)
@@ -238,20 +236,20 @@ class Loader:
             try:
                 restored = snapshots.restore(snapshot, codec, self.tenant_id)
             except LookupError:
-                raise missing from None
+                raise _missing(stream_id) from None
             if restored is not None:
                 version = restored.version
                 loaded = Loaded(
                     stream_id, restored.state, version, restored.position, evolve, version
                 )
-        return await self._catch_up(loaded, missing)
+        return await self._catch_up(loaded)
 
-    async def _catch_up(self, loaded: Loaded, missing: NotFound) -> Loaded:
+    async def _catch_up(self, loaded: Loaded) -> Loaded:
         """`loaded` with whatever its stream gained since."""
         state, version, position = loaded.state, loaded.version, loaded.position
         async for recorded in self.store.read_stream(loaded.stream_id, from_version=version + 1):
             if recorded.tenant_id != self.tenant_id:
-                raise missing
+                raise _missing(loaded.stream_id)
             state = _evolved(loaded.evolve, state, recorded)
             version, position = recorded.stream_version, recorded.position
         if version == loaded.version:
